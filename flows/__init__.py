@@ -1,0 +1,1 @@
+"""Prefect flows: one model end to end."""

@@ -1,0 +1,190 @@
+"""The acceleration flow: one model, exported, quantized, evaluated and benchmarked."""
+
+import dataclasses
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.states import Failed, State
+
+from qaccelx.benchmark import describe_machine
+from qaccelx.config import RunConfig
+from qaccelx.errors import InputError
+from qaccelx.plan import RunPlan, plan_run
+from qaccelx.quantize import QuantizeSettings, optimized_variant
+from qaccelx.report import build_results, format_report, results_table_rows, write_results_json
+from qaccelx.stages import variant_xml
+from qaccelx.store import Entry
+from tasks import benchmark_task, calibration_task, evaluate_task, export_task, quantize_task
+
+__all__ = ["accelerate", "run_plan"]
+
+_DEFAULTS = RunConfig()
+
+
+@flow(name="accelerate", flow_run_name="accelerate[{model_name}]")
+def accelerate(
+    model_name: str = _DEFAULTS.model_name,
+    accuracy_control: bool = _DEFAULTS.accuracy_control,
+    transformer_model: bool | None = _DEFAULTS.transformer_model,
+    weight_only: bool = _DEFAULTS.weight_only,
+    dataset_path: str = _DEFAULTS.dataset_path,
+    batch_size: int = _DEFAULTS.batch_size,
+    baseline_precision: str = _DEFAULTS.baseline_precision,
+    debug: bool = _DEFAULTS.debug,
+    output_dir: str = _DEFAULTS.output_dir,
+    results_json: str | None = _DEFAULTS.results_json,
+    max_accuracy_drop: float = _DEFAULTS.max_accuracy_drop,
+    calibration_size: int = _DEFAULTS.calibration_size,
+    checkpoint: str | None = _DEFAULTS.checkpoint,
+    random_weights: bool = _DEFAULTS.random_weights,
+    cache_dir: str | None = _DEFAULTS.cache_dir,
+    benchmark_seconds: float = _DEFAULTS.benchmark_seconds,
+    seed: int = _DEFAULTS.seed,
+) -> dict[str, Any] | State:
+    """Accelerate one timm model and measure what it gained and what it cost.
+
+    The parameters are the command line's options (see ``cpu_model_acceleration.py --help``).
+
+    Returns:
+        The results document (also written to ``<output_dir>/<model>/results.json``), or a
+        Failed state whose message says how to fix the input.
+    """
+    parameters = dict(locals())
+    cfg = RunConfig(**{f.name: parameters[f.name] for f in dataclasses.fields(RunConfig)})
+    try:
+        plan = plan_run(cfg)
+    except InputError as error:
+        return Failed(message=str(error))
+    return run_plan(plan)
+
+
+def run_plan(plan: RunPlan) -> dict[str, Any]:
+    """Run the stages of a validated plan, publish and return the results."""
+    cfg, spec, cache, slug = plan.cfg, plan.spec, plan.cache_dir, plan.spec.slug
+    logger = get_run_logger()
+    start = time.perf_counter()
+
+    logger.info("1/6 export: %s to OpenVINO IR", cfg.model_name)
+    export = export_task(spec, cache)
+    data_cfg = export.meta["data_config"]
+
+    logger.info("2/6 calibration set: %d images, preprocessed as %s", len(plan.calibration), data_cfg)
+    calibration = calibration_task(plan.index, plan.calibration, data_cfg, cfg.seed, cache, slug)
+
+    logger.info("3/6 quantize with NNCF")
+    settings = _quantize_settings(cfg, export, logger)
+    quantized = quantize_task(export, calibration, settings, cache, slug)
+
+    rows = _rows(cfg, export, quantized, optimized_variant(settings))
+    logger.info("4/6 evaluate %s on %d images", ", ".join(rows), len(plan.evaluation))
+    evaluations = {
+        name: evaluate_task(ir, name, plan.index, plan.evaluation, data_cfg, cfg.batch_size, cache, slug)
+        for name, ir in rows.items()
+    }
+
+    # Benchmarks come last and one at a time, so nothing else competes for the cores.
+    logger.info("5/6 benchmark %s", ", ".join(rows))
+    benchmarks = {
+        name: benchmark_task(ir, name, cfg.batch_size, cfg.benchmark_seconds, cache, slug)
+        for name, ir in rows.items()
+    }
+
+    logger.info("6/6 report")
+    entries = [export, calibration, quantized, *evaluations.values(), *benchmarks.values()]
+    results = _assemble(plan, settings, rows, evaluations, benchmarks, entries, start)
+    _publish(plan, results, variant_xml(quantized, results["optimized"]))
+    return results
+
+
+def _quantize_settings(cfg: RunConfig, export: Entry, logger: Any) -> QuantizeSettings:
+    transformer = cfg.transformer_model
+    if transformer is None:
+        transformer = bool(export.meta["transformer"])
+        logger.info(
+            "--transformer_model not given: %s has %s attention blocks, so NNCF runs in %s mode",
+            cfg.model_name,
+            "" if transformer else "no",
+            "transformer (SmoothQuant)" if transformer else "default",
+        )
+    return QuantizeSettings(
+        weight_only=cfg.weight_only,
+        transformer=transformer,
+        accuracy_control=cfg.accuracy_control,
+        max_accuracy_drop=float(cfg.max_accuracy_drop),
+    )
+
+
+def _rows(cfg: RunConfig, export: Entry, quantized: Entry, optimized: str) -> dict[str, Entry]:
+    # With an fp32 baseline the fp16 row is shown as well, as the seed did.
+    baselines = ["fp32", "fp16"] if cfg.baseline_precision == "fp32" else ["fp16"]
+    return {**{name: export for name in baselines}, optimized: quantized}
+
+
+def _assemble(
+    plan: RunPlan,
+    settings: QuantizeSettings,
+    rows: dict[str, Entry],
+    evaluations: dict[str, Entry],
+    benchmarks: dict[str, Entry],
+    entries: list[Entry],
+    start: float,
+) -> dict[str, Any]:
+    optimized = list(rows)[-1]
+    optimized_xml = plan.output_dir / f"{optimized}.xml"
+    stage_names = ["export", "calibration", "quantize"]
+    stage_names += [f"evaluate[{n}]" for n in evaluations] + [f"benchmark[{n}]" for n in benchmarks]
+    extra = {
+        "optimized_model": str(optimized_xml),
+        "weights": {"kind": plan.spec.weights, "location": plan.spec.weights_location},
+        "settings": {**dataclasses.asdict(plan.cfg), "transformer": settings.transformer},
+        "calibration_images": len(plan.calibration),
+        "evaluation_images": len(plan.evaluation),
+        "stages": [
+            {"name": name, "status": e.status, "seconds": round(e.seconds, 2)}
+            for name, e in zip(stage_names, entries)
+        ],
+        "wall_seconds": round(time.perf_counter() - start, 2),
+        "environment": describe_machine(),
+    }
+    return build_results(
+        plan.cfg.model_name,
+        plan.spec.pretrained,
+        plan.cfg.baseline_precision,
+        optimized,
+        {name: e.meta for name, e in benchmarks.items()},
+        {name: e.meta for name, e in evaluations.items()},
+        extra,
+    )
+
+
+def _publish(plan: RunPlan, results: dict[str, Any], optimized_xml: Path) -> None:
+    _copy_ir(optimized_xml, Path(results["optimized_model"]))
+    write_results_json(results, plan.output_dir / "results.json")
+    if plan.cfg.results_json:
+        write_results_json(results, Path(plan.cfg.results_json).expanduser())
+
+    key = _artifact_key(f"qaccelx-results-{plan.spec.slug}")
+    create_table_artifact(table=results_table_rows(results), key=key, description=results["model"])
+    create_markdown_artifact(
+        markdown=f"```\n{format_report(results)}\n```",
+        key=_artifact_key(f"qaccelx-report-{plan.spec.slug}"),
+        description=f"QAccelX report for {results['model']}",
+    )
+
+
+def _copy_ir(xml_path: Path, target_xml: Path) -> None:
+    # Copy under temporary names, then rename: a reader never finds half a model.
+    for source, target in ((xml_path, target_xml), (xml_path.with_suffix(".bin"), target_xml.with_suffix(".bin"))):
+        partial = target.with_name(f".{target.name}.partial")
+        shutil.copyfile(source, partial)
+        partial.replace(target)
+
+
+def _artifact_key(text: str) -> str:
+    # Prefect artifact keys allow lowercase letters, digits and dashes only.
+    return re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", text.lower())).strip("-")

@@ -1,0 +1,69 @@
+"""Top-1 and top-5 accuracy of an IR on the evaluation images."""
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import openvino as ov
+from tqdm import tqdm
+
+from qaccelx.data import ImageRecord, iterate_batches
+from qaccelx.runtime import compile_variant, executed_precision
+
+__all__ = ["PREDICTIONS_FILE", "evaluate_ir"]
+
+logger = logging.getLogger(__name__)
+
+# Per-image top-5 classes and labels, kept so rows can be compared image by image.
+PREDICTIONS_FILE = "predictions.npz"
+
+
+def evaluate_ir(
+    xml_path: Path,
+    variant: str,
+    root: str,
+    records: list[ImageRecord],
+    data_cfg: dict[str, Any],
+    batch_size: int,
+    out_dir: Path,
+) -> dict[str, Any]:
+    """Classify every evaluation image with the IR compiled as its row runs it.
+
+    Writes the per-image top-5 predictions to ``out_dir/predictions.npz``.
+
+    Returns:
+        ``top1`` and ``top5`` (percent), ``images`` evaluated, ``skipped`` (unreadable images),
+        and the executed precision.
+    """
+    compiled = compile_variant(ov.Core(), xml_path, variant, "THROUGHPUT")
+    queue = ov.AsyncInferQueue(compiled, compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+    top5_batches: dict[int, np.ndarray] = {}
+    queue.set_callback(lambda request, i: top5_batches.__setitem__(i, _top5(request)))
+
+    labels, skipped = [], []
+    batches = iterate_batches(root, records, data_cfg, batch_size, skipped)
+    with tqdm(total=len(records), desc=f"evaluate {variant}", unit="img", disable=None) as progress:
+        for i, (images, batch_labels) in enumerate(batches):
+            queue.start_async(images, userdata=i)
+            labels.append(batch_labels)
+            progress.update(len(images))
+        queue.wait_all()
+    if not labels:
+        raise RuntimeError(f"none of the {len(records)} evaluation images could be read")
+
+    top5 = np.concatenate([top5_batches[i] for i in range(len(labels))])
+    labels_all = np.concatenate(labels)
+    np.savez(out_dir / PREDICTIONS_FILE, top5=top5, labels=labels_all)
+    return {
+        "top1": float(np.mean(top5[:, 0] == labels_all) * 100),
+        "top5": float(np.mean((top5 == labels_all[:, None]).any(1)) * 100),
+        "images": int(len(labels_all)),
+        "skipped": skipped,
+        **executed_precision(compiled),
+    }
+
+
+def _top5(request: ov.InferRequest) -> np.ndarray:
+    logits = request.get_output_tensor(0).data
+    return np.argsort(-logits, axis=1)[:, :5].astype(np.int32)

@@ -1,0 +1,99 @@
+"""Quantize an OpenVINO FP32 IR with NNCF: INT8, SmoothQuant, accuracy control, weight-only."""
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+import nncf
+import numpy as np
+import openvino as ov
+
+__all__ = ["QuantizeSettings", "optimized_variant", "quantize_ir"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizeSettings:
+    """How the FP32 model becomes the optimized one; every field changes the result."""
+
+    weight_only: bool  # INT8 weights only (nncf.compress_weights); activations stay float
+    transformer: bool  # nncf.ModelType.TRANSFORMER: SmoothQuant and transformer-aware scopes
+    accuracy_control: bool  # nncf.quantize_with_accuracy_control
+    max_accuracy_drop: float  # absolute top-1 fraction allowed to be lost with accuracy control
+
+
+def optimized_variant(settings: QuantizeSettings) -> str:
+    """The name of the optimized row: ``int8`` or ``int8_weights`` (weight-only)."""
+    return "int8_weights" if settings.weight_only else "int8"
+
+
+def quantize_ir(
+    fp32_xml: Path,
+    calibration_images: np.ndarray,
+    calibration_labels: np.ndarray,
+    settings: QuantizeSettings,
+    out_xml: Path,
+) -> dict[str, Any]:
+    """Quantize the FP32 IR and save the optimized IR to ``out_xml``.
+
+    Calibration images double as the validation set of accuracy control, so the evaluation
+    images are never seen while the model is being made.
+
+    Returns:
+        What NNCF was asked to do, for the manifest and the report.
+    """
+    model = ov.Core().read_model(fp32_xml)
+    samples = [
+        (calibration_images[i : i + 1], int(calibration_labels[i]))
+        for i in range(len(calibration_images))
+    ]
+    calibration = nncf.Dataset(samples, _take_image)
+    model_type = nncf.ModelType.TRANSFORMER if settings.transformer else None
+
+    if settings.weight_only:
+        logger.info("Compressing weights to INT8 (activations stay float)")
+        quantized = nncf.compress_weights(model)
+    elif settings.accuracy_control:
+        logger.info(
+            "Quantizing to INT8 with accuracy control (max drop %.3f) on %d images",
+            settings.max_accuracy_drop,
+            len(samples),
+        )
+        quantized = nncf.quantize_with_accuracy_control(
+            model,
+            calibration_dataset=calibration,
+            validation_dataset=nncf.Dataset(samples),
+            validation_fn=_validate_top1,
+            max_drop=settings.max_accuracy_drop,
+            drop_type=nncf.DropType.ABSOLUTE,
+            subset_size=len(samples),
+            model_type=model_type,
+        )
+    else:
+        logger.info("Quantizing to INT8 on %d calibration images", len(samples))
+        quantized = nncf.quantize(
+            model,
+            calibration,
+            subset_size=len(samples),
+            model_type=model_type,
+        )
+
+    ov.save_model(quantized, out_xml, compress_to_fp16=False)
+    return {
+        "variant": optimized_variant(settings),
+        "model_type": "transformer" if settings.transformer else "default",
+        "calibration_images": len(samples),
+    }
+
+
+def _take_image(sample: tuple[np.ndarray, int]) -> np.ndarray:
+    # NNCF only needs model inputs to collect statistics; the label stays behind.
+    return sample[0]
+
+
+def _validate_top1(compiled: ov.CompiledModel, samples: Any) -> float:
+    output = compiled.outputs[0]
+    hits = [int(np.argmax(compiled(image)[output])) == label for image, label in samples]
+    return float(np.mean(hits))
