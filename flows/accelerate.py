@@ -14,10 +14,13 @@ from prefect.states import Failed, State
 from qaccelx.benchmark import describe_machine
 from qaccelx.config import RunConfig
 from qaccelx.errors import InputError
+from qaccelx.evaluate import PREDICTIONS_FILE
 from qaccelx.plan import RunPlan, plan_run
 from qaccelx.quantize import QuantizeSettings, optimized_variant
 from qaccelx.report import build_results, format_report, results_table_rows, write_results_json
+from qaccelx.runtime import float_rows
 from qaccelx.stages import variant_xml
+from qaccelx.stats import Predictions, load_predictions
 from qaccelx.store import Entry
 from tasks import benchmark_task, calibration_task, evaluate_task, export_task, quantize_task
 
@@ -120,8 +123,9 @@ def _quantize_settings(cfg: RunConfig, export: Entry, logger: Any) -> QuantizeSe
 
 
 def _rows(cfg: RunConfig, export: Entry, quantized: Entry, optimized: str) -> dict[str, Entry]:
-    # With an fp32 baseline the fp16 row is shown as well, as the seed did.
-    baselines = ["fp32", "fp16"] if cfg.baseline_precision == "fp32" else ["fp16"]
+    # With an fp32 baseline the fp16 row is shown as well, as the seed did, and a bf16 row
+    # where the CPU computes BF16 natively (what OpenVINO does to FP32 models by default).
+    baselines = float_rows(cfg.baseline_precision)
     return {**{name: export for name in baselines}, optimized: quantized}
 
 
@@ -159,7 +163,13 @@ def _assemble(
         {name: e.meta for name, e in benchmarks.items()},
         {name: e.meta for name, e in evaluations.items()},
         extra,
+        predictions=_load_predictions(evaluations),
     )
+
+
+def _load_predictions(evaluations: dict[str, Entry]) -> dict[str, Predictions]:
+    # Per-image predictions, for intervals and the image-by-image agreement between rows.
+    return {name: load_predictions(e.file(PREDICTIONS_FILE)) for name, e in evaluations.items()}
 
 
 def _publish(plan: RunPlan, results: dict[str, Any], optimized_xml: Path) -> None:

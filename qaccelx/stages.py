@@ -168,6 +168,6 @@ def evaluate_stage(
 
 def variant_xml(ir: Entry, variant: str) -> Path:
     """The IR file of a row inside its export or quantize entry."""
-    names = {"fp32": FP32_XML, "fp16": FP16_XML}
+    names = {"fp32": FP32_XML, "bf16": FP32_XML, "fp16": FP16_XML}
     return ir.file(names.get(variant, OPTIMIZED_XML))
 
