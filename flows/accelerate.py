@@ -11,8 +11,8 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.states import Failed, State
 
-from qaccelx.benchmark import describe_machine
-from qaccelx.config import RunConfig
+from qaccelx.benchmark import combine_measurements, describe_machine
+from qaccelx.config import RunConfig, stages_to_recompute
 from qaccelx.errors import InputError
 from qaccelx.evaluate import PREDICTIONS_FILE
 from qaccelx.plan import RunPlan, plan_run
@@ -22,7 +22,15 @@ from qaccelx.runtime import float_rows
 from qaccelx.stages import variant_xml
 from qaccelx.stats import Predictions, load_predictions
 from qaccelx.store import Entry
-from tasks import benchmark_task, calibration_task, evaluate_task, export_task, quantize_task
+from tasks import (
+    calibration_task,
+    evaluate_task,
+    export_task,
+    latency_task,
+    quantize_task,
+    throughput_task,
+)
+from tasks._entry import run_stage
 
 __all__ = ["accelerate", "run_plan"]
 
@@ -48,6 +56,7 @@ def accelerate(
     cache_dir: str | None = _DEFAULTS.cache_dir,
     benchmark_seconds: float = _DEFAULTS.benchmark_seconds,
     seed: int = _DEFAULTS.seed,
+    recompute: str = _DEFAULTS.recompute,
 ) -> dict[str, Any] | State:
     """Accelerate one timm model and measure what it gained and what it cost.
 
@@ -71,35 +80,47 @@ def run_plan(plan: RunPlan) -> dict[str, Any]:
     cfg, spec, cache, slug = plan.cfg, plan.spec, plan.cache_dir, plan.spec.slug
     logger = get_run_logger()
     start = time.perf_counter()
+    force = stages_to_recompute(cfg.recompute)
 
     logger.info("1/6 export: %s to OpenVINO IR", cfg.model_name)
-    export = export_task(spec, cache)
+    export = run_stage(export_task, spec, cache, force="export" in force)
     data_cfg = export.meta["data_config"]
 
     logger.info("2/6 calibration set: %d images, preprocessed as %s", len(plan.calibration), data_cfg)
-    calibration = calibration_task(plan.index, plan.calibration, data_cfg, cfg.seed, cache, slug)
+    calibration = run_stage(
+        calibration_task, plan.index, plan.calibration, data_cfg, cfg.seed, cache, slug,
+        force="calibration" in force,
+    )
 
     logger.info("3/6 quantize with NNCF")
     settings = _quantize_settings(cfg, export, logger)
-    quantized = quantize_task(export, calibration, settings, cache, slug)
+    quantized = run_stage(
+        quantize_task, export, calibration, settings, cache, slug, force="quantize" in force
+    )
 
     rows = _rows(cfg, export, quantized, optimized_variant(settings))
     logger.info("4/6 evaluate %s on %d images", ", ".join(rows), len(plan.evaluation))
     evaluations = {
-        name: evaluate_task(ir, name, plan.index, plan.evaluation, data_cfg, cfg.batch_size, cache, slug)
+        name: run_stage(
+            evaluate_task, ir, name, plan.index, plan.evaluation, data_cfg, cfg.batch_size,
+            cache, slug, force="evaluate" in force,
+        )
         for name, ir in rows.items()
     }
 
     # Benchmarks come last and one at a time, so nothing else competes for the cores.
     logger.info("5/6 benchmark %s", ", ".join(rows))
-    benchmarks = {
-        name: benchmark_task(ir, name, cfg.batch_size, cfg.benchmark_seconds, cache, slug)
-        for name, ir in rows.items()
-    }
+    benchmarks = _benchmark(plan, rows, "benchmark" in force)
 
     logger.info("6/6 report")
-    entries = [export, calibration, quantized, *evaluations.values(), *benchmarks.values()]
-    results = _assemble(plan, settings, rows, evaluations, benchmarks, entries, start)
+    stages = [("export", export), ("calibration", calibration), ("quantize", quantized)]
+    stages += [(f"evaluate[{name}]", entry) for name, entry in evaluations.items()]
+    stages += [
+        (f"benchmark-{kind}[{name}]", entry)
+        for name, pair in benchmarks.items()
+        for kind, entry in pair.items()
+    ]
+    results = _assemble(plan, settings, rows, evaluations, benchmarks, stages, start)
     _publish(plan, results, variant_xml(quantized, results["optimized"]))
     return results
 
@@ -122,6 +143,23 @@ def _quantize_settings(cfg: RunConfig, export: Entry, logger: Any) -> QuantizeSe
     )
 
 
+def _benchmark(plan: RunPlan, rows: dict[str, Entry], force: bool) -> dict[str, dict[str, Entry]]:
+    # Latency and throughput are stored apart: a new --batch_size re-measures throughput only.
+    cfg, cache, slug = plan.cfg, plan.cache_dir, plan.spec.slug
+    return {
+        name: {
+            "latency": run_stage(
+                latency_task, ir, name, cfg.benchmark_seconds, cache, slug, force=force
+            ),
+            "throughput": run_stage(
+                throughput_task, ir, name, cfg.batch_size, cfg.benchmark_seconds, cache, slug,
+                force=force,
+            ),
+        }
+        for name, ir in rows.items()
+    }
+
+
 def _rows(cfg: RunConfig, export: Entry, quantized: Entry, optimized: str) -> dict[str, Entry]:
     # With an fp32 baseline the fp16 row is shown as well, as the seed did, and a bf16 row
     # where the CPU computes BF16 natively (what OpenVINO does to FP32 models by default).
@@ -134,14 +172,12 @@ def _assemble(
     settings: QuantizeSettings,
     rows: dict[str, Entry],
     evaluations: dict[str, Entry],
-    benchmarks: dict[str, Entry],
-    entries: list[Entry],
+    benchmarks: dict[str, dict[str, Entry]],
+    stages: list[tuple[str, Entry]],
     start: float,
 ) -> dict[str, Any]:
     optimized = list(rows)[-1]
     optimized_xml = plan.output_dir / f"{optimized}.xml"
-    stage_names = ["export", "calibration", "quantize"]
-    stage_names += [f"evaluate[{n}]" for n in evaluations] + [f"benchmark[{n}]" for n in benchmarks]
     extra = {
         "optimized_model": str(optimized_xml),
         "weights": {"kind": plan.spec.weights, "location": plan.spec.weights_location},
@@ -150,7 +186,7 @@ def _assemble(
         "evaluation_images": len(plan.evaluation),
         "stages": [
             {"name": name, "status": e.status, "seconds": round(e.seconds, 2)}
-            for name, e in zip(stage_names, entries)
+            for name, e in stages
         ],
         "wall_seconds": round(time.perf_counter() - start, 2),
         "environment": describe_machine(),
@@ -160,7 +196,10 @@ def _assemble(
         plan.spec.pretrained,
         plan.cfg.baseline_precision,
         optimized,
-        {name: e.meta for name, e in benchmarks.items()},
+        {
+            name: combine_measurements(pair["latency"].meta, pair["throughput"].meta)
+            for name, pair in benchmarks.items()
+        },
         {name: e.meta for name, e in evaluations.items()},
         extra,
         predictions=_load_predictions(evaluations),

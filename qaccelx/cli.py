@@ -5,7 +5,13 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from qaccelx.config import BASELINE_PRECISIONS, RunConfig, parse_bool, validate_run_config
+from qaccelx.config import (
+    BASELINE_PRECISIONS,
+    RECOMPUTE_CHOICES,
+    RunConfig,
+    parse_bool,
+    validate_run_config,
+)
 from qaccelx.errors import InputError
 
 __all__ = ["build_parser", "configure_prefect_env", "parse_run_config"]
@@ -60,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--benchmark_seconds", type=float, default=_DEFAULTS.benchmark_seconds,
         help="minimum measuring time of each latency and throughput measurement")
     add("--seed", type=int, default=_DEFAULTS.seed, help="seed of the calibration sample")
+    add("--recompute", default=_DEFAULTS.recompute, choices=RECOMPUTE_CHOICES, type=str.lower,
+        help="recompute stored results: all, or from this stage on (export, calibration, "
+        "quantize, evaluate, benchmark) even when the store holds sound ones")
     return parser
 
 

@@ -9,14 +9,23 @@ from qaccelx.errors import InputError
 
 __all__ = [
     "BASELINE_PRECISIONS",
+    "RECOMPUTE_CHOICES",
+    "STAGE_ORDER",
     "RunConfig",
     "parse_bool",
     "resolve_cache_dir",
+    "stages_to_recompute",
     "validate_run_config",
 ]
 
 # The baselines a user may measure against; fp32 also shows the fp16 row.
 BASELINE_PRECISIONS = ("fp32", "fp16")
+
+# The stages in pipeline order: --recompute <stage> recomputes that stage and every later one.
+STAGE_ORDER = ("export", "calibration", "quantize", "evaluate", "benchmark")
+
+# What --recompute accepts: nothing, everything, or a stage to start from.
+RECOMPUTE_CHOICES = ("none", "all", *STAGE_ORDER)
 
 # Spellings of booleans accepted on the command line (the seed used True/False).
 _TRUE_WORDS = ("true", "1", "yes", "y", "on")
@@ -44,6 +53,7 @@ class RunConfig:
     cache_dir: str | None = None  # artifact store; None: QACCELX_CACHE_DIR or the user cache
     benchmark_seconds: float = 10.0  # minimum measuring time of each latency and throughput run
     seed: int = 0  # calibration sampling and random weights
+    recompute: str = "none"  # none, all, or the stage (STAGE_ORDER) to recompute from on
 
 
 def parse_bool(value: str | bool) -> bool:
@@ -72,6 +82,22 @@ def resolve_cache_dir(cache_dir: str | None) -> Path:
     # XDG_CACHE_HOME is how Linux users move caches off a small home disk.
     xdg_cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return (Path(xdg_cache) / "qaccelx").resolve()
+
+
+def stages_to_recompute(recompute: str) -> frozenset[str]:
+    """The stages a ``--recompute`` value forces, however sound their stored entries are.
+
+    Raises:
+        InputError: the value is not one of ``RECOMPUTE_CHOICES``.
+    """
+    if recompute not in RECOMPUTE_CHOICES:
+        raise InputError(
+            f"--recompute {recompute!r} is not supported: use one of {', '.join(RECOMPUTE_CHOICES)}"
+        )
+    if recompute == "none":
+        return frozenset()
+    start = 0 if recompute == "all" else STAGE_ORDER.index(recompute)
+    return frozenset(STAGE_ORDER[start:])
 
 
 def validate_run_config(cfg: RunConfig) -> RunConfig:
@@ -104,6 +130,7 @@ def validate_run_config(cfg: RunConfig) -> RunConfig:
         raise InputError(f"--benchmark_seconds {cfg.benchmark_seconds!r} must be above 0")
     if cfg.checkpoint and cfg.random_weights:
         raise InputError("--checkpoint and --random_weights True exclude each other: pick one")
+    stages_to_recompute(cfg.recompute)  # raises on an unknown value
     if cfg.weight_only and cfg.accuracy_control:
         raise InputError(
             "--weight_only True and --accuracy_control True exclude each other: accuracy "

@@ -9,6 +9,8 @@ import nncf
 import numpy as np
 import openvino as ov
 
+from qaccelx.export import canonicalize_names
+
 __all__ = ["QuantizeSettings", "optimized_variant", "quantize_ir"]
 
 logger = logging.getLogger(__name__)
@@ -80,6 +82,7 @@ def quantize_ir(
             model_type=model_type,
         )
 
+    canonicalize_names(quantized, model.get_friendly_name())
     ov.save_model(quantized, out_xml, compress_to_fp16=False)
     return {
         "variant": optimized_variant(settings),

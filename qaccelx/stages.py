@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from qaccelx.benchmark import benchmark_ir, describe_machine
+from qaccelx.benchmark import benchmark_latency, benchmark_throughput, describe_machine
 from qaccelx.data import (
     CALIBRATION_FILE,
     DatasetIndex,
@@ -27,11 +27,12 @@ from qaccelx.versions import library_versions
 
 __all__ = [
     "OPTIMIZED_XML",
-    "benchmark_stage",
     "calibration_stage",
     "evaluate_stage",
     "export_stage",
+    "latency_stage",
     "quantize_stage",
+    "throughput_stage",
     "variant_xml",
 ]
 
@@ -100,7 +101,7 @@ def quantize_stage(
     inputs = {
         "fp32_ir": export.digest,
         "calibration": calibration.digest,
-        "settings": settings.__dict__,
+        "settings": _quantize_key_settings(settings),
         "versions": library_versions("nncf", "openvino"),
     }
 
@@ -111,7 +112,33 @@ def quantize_stage(
     return store.fetch_or_compute("quantize", inputs, compute, force)
 
 
-def benchmark_stage(
+def latency_stage(
+    store: ArtifactStore,
+    ir: Entry,
+    variant: str,
+    min_seconds: float,
+    force: bool = False,
+) -> Entry:
+    """Time one row at batch 1; keyed by the IR, the row, the measuring time, the machine and
+    OpenVINO. Not by the batch size: latency is always measured at batch 1."""
+    machine = describe_machine()
+    inputs = {
+        "ir": ir.digest,
+        "variant": variant,
+        "min_seconds": min_seconds,
+        "machine": _machine_identity(machine),
+        "versions": library_versions("openvino"),
+    }
+
+    def compute(out_dir: Path) -> dict[str, Any]:
+        logger.info("Measuring %s latency for at least %.1f s", variant, min_seconds)
+        xml = variant_xml(ir, variant)
+        return {**benchmark_latency(xml, variant, min_seconds), "machine": machine}
+
+    return store.fetch_or_compute("benchmark-latency", inputs, compute, force)
+
+
+def throughput_stage(
     store: ArtifactStore,
     ir: Entry,
     variant: str,
@@ -119,23 +146,29 @@ def benchmark_stage(
     min_seconds: float,
     force: bool = False,
 ) -> Entry:
-    """Time one row; keyed by the IR, the row, the settings, the machine and OpenVINO."""
+    """Time one row's batched throughput; keyed by the IR, the row, the batch size, the
+    measuring time, the machine and OpenVINO."""
     machine = describe_machine()
     inputs = {
         "ir": ir.digest,
         "variant": variant,
         "batch_size": batch_size,
         "min_seconds": min_seconds,
-        "machine": {k: machine[k] for k in ("cpu", "cores", "isa", "openvino_capabilities")},
+        "machine": _machine_identity(machine),
         "versions": library_versions("openvino"),
     }
 
     def compute(out_dir: Path) -> dict[str, Any]:
-        logger.info("Benchmarking %s for at least %.0f s per measurement", variant, min_seconds)
-        return {**benchmark_ir(variant_xml(ir, variant), variant, batch_size, min_seconds),
-                "machine": machine}
+        logger.info(
+            "Measuring %s throughput at batch %d for at least %.1f s",
+            variant,
+            batch_size,
+            min_seconds,
+        )
+        xml = variant_xml(ir, variant)
+        return {**benchmark_throughput(xml, variant, batch_size, min_seconds), "machine": machine}
 
-    return store.fetch_or_compute("benchmark", inputs, compute, force)
+    return store.fetch_or_compute("benchmark-throughput", inputs, compute, force)
 
 
 def evaluate_stage(
@@ -164,6 +197,24 @@ def evaluate_stage(
         return evaluate_ir(xml, variant, index.root, evaluation, data_cfg, batch_size, out_dir)
 
     return store.fetch_or_compute("evaluate", inputs, compute, force)
+
+
+def _quantize_key_settings(settings: QuantizeSettings) -> dict[str, Any]:
+    # Only the settings the chosen algorithm reads: weight compression ignores the model type
+    # and accuracy control, and the allowed drop means nothing without accuracy control.
+    if settings.weight_only:
+        return {"weight_only": True}
+    key_settings = {"weight_only": False, "transformer": settings.transformer}
+    key_settings["recipe"] = dataclasses.asdict(settings.recipe)
+    key_settings["accuracy_control"] = settings.accuracy_control
+    if settings.accuracy_control:
+        key_settings["max_accuracy_drop"] = settings.max_accuracy_drop
+    return key_settings
+
+
+def _machine_identity(machine: dict[str, Any]) -> dict[str, Any]:
+    # What makes two machines' timings differ: CPU model, ISA flags, cores, OpenVINO's view.
+    return {k: machine[k] for k in ("cpu", "cores", "isa", "openvino_capabilities")}
 
 
 def variant_xml(ir: Entry, variant: str) -> Path:

@@ -15,26 +15,28 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import joblib
 
-__all__ = ["ArtifactStore", "Entry", "digest_file", "hash_inputs"]
+__all__ = ["STAGE_VERSIONS", "ArtifactStore", "Entry", "StoredEntry", "digest_file", "hash_inputs"]
 
 logger = logging.getLogger(__name__)
 
 _MANIFEST = "manifest.json"
 
 # Bump a stage's version when its code changes what it produces: old entries stop matching.
+# Export and quantize are at 2 since their IR node names became canonical (byte-stable IR).
 STAGE_VERSIONS = {
-    "export": 1,
+    "export": 2,
     "calibration": 1,
-    "quantize": 1,
-    "benchmark": 1,
+    "quantize": 2,
     "evaluate": 1,
+    "benchmark-latency": 1,
+    "benchmark-throughput": 1,
 }
 
 
@@ -42,7 +44,7 @@ STAGE_VERSIONS = {
 class Entry:
     """One stage result in the store."""
 
-    stage: str  # export, calibration, quantize, benchmark or evaluate
+    stage: str  # one of STAGE_VERSIONS
     key: str  # hash of the inputs
     path: Path  # the entry directory
     digest: str  # hash of the artifact files' digests: what downstream keys use
@@ -53,6 +55,18 @@ class Entry:
     def file(self, name: str) -> Path:
         """Path of one artifact file of this entry."""
         return self.path / name
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredEntry:
+    """One entry as ``qaccelx.cache list`` shows it, read without checking its digests."""
+
+    stage: str  # one of STAGE_VERSIONS
+    key: str  # hash of the inputs
+    path: Path  # the entry directory
+    size: int  # bytes of its files, manifest included
+    created: str  # ISO time it was written
+    subject: str  # the model (export) or the row (evaluate, benchmarks); empty otherwise
 
 
 def digest_file(path: Path) -> str:
@@ -90,6 +104,10 @@ class ArtifactStore:
 
         Returns:
             The entry, with ``status`` saying whether it was computed now.
+
+        Raises:
+            RuntimeError: the entry just written fails its own digest check (the disk or
+                another process altered it).
         """
         start = time.perf_counter()
         key = hash_inputs(stage, inputs)
@@ -102,28 +120,57 @@ class ArtifactStore:
             with self._lock(stage, key):
                 entry = None if force else self._load_sound(stage, key, entry_dir)
                 if entry is None:
-                    self._compute(stage, key, inputs, compute, entry_dir)
-                    entry = self._load_sound(stage, key, entry_dir)
-                    entry = dataclasses.replace(entry, status="computed")
-        if entry is None:
-            raise RuntimeError(f"store entry {entry_dir} failed its check right after writing")
+                    entry = self._compute_sound(stage, key, inputs, compute, entry_dir)
         return dataclasses.replace(entry, seconds=time.perf_counter() - start)
 
-    def entries(self) -> Iterator[tuple[str, str, int]]:
-        """Yield ``(stage, key, bytes)`` for every entry in the store."""
-        for stage in sorted(STAGE_VERSIONS):
+    def entries(self) -> Iterator[StoredEntry]:
+        """Yield every finished entry, by stage and key; half-written ones are left out."""
+        for stage in STAGE_VERSIONS:
             stage_dir = self.root / stage
             if not stage_dir.is_dir():
                 continue
             for entry_dir in sorted(stage_dir.iterdir()):
-                if (entry_dir / _MANIFEST).is_file():
-                    size = sum(p.stat().st_size for p in entry_dir.iterdir() if p.is_file())
-                    yield stage, entry_dir.name, size
+                manifest = _read_manifest(entry_dir)
+                if manifest is not None and not entry_dir.name.startswith("."):
+                    yield _stored_entry(stage, entry_dir, manifest)
 
-    def clear(self) -> None:
-        """Remove every entry."""
-        for stage in STAGE_VERSIONS:
-            shutil.rmtree(self.root / stage, ignore_errors=True)
+    def clear(self, stages: Iterable[str] | None = None) -> tuple[int, list[Path]]:
+        """Remove the entries of some stages (all by default), with any half-written ones.
+
+        An entry that a running computation holds is left alone rather than waited for.
+
+        Args:
+            stages: Stage names to clear; None clears every stage.
+
+        Returns:
+            Bytes freed and the entry directories skipped because a run held them.
+        """
+        freed, busy = 0, []
+        for stage in STAGE_VERSIONS if stages is None else stages:
+            stage_dir = self.root / stage
+            if not stage_dir.is_dir():
+                continue
+            for entry_dir in sorted(p for p in stage_dir.iterdir() if p.is_dir()):
+                size = _tree_size(entry_dir)
+                if self._remove_unless_locked(stage, _entry_key(entry_dir), entry_dir):
+                    freed += size
+                else:
+                    busy.append(entry_dir)
+        return freed, busy
+
+    def _compute_sound(
+        self,
+        stage: str,
+        key: str,
+        inputs: dict[str, Any],
+        compute: Callable[[Path], dict[str, Any]],
+        entry_dir: Path,
+    ) -> Entry:
+        self._compute(stage, key, inputs, compute, entry_dir)
+        entry = self._load_sound(stage, key, entry_dir)
+        if entry is None:
+            raise RuntimeError(f"store entry {entry_dir} failed its check right after writing")
+        return dataclasses.replace(entry, status="computed")
 
     def _compute(
         self,
@@ -169,29 +216,80 @@ class ArtifactStore:
         try:
             manifest = json.loads(manifest_path.read_text())
             files = manifest["files"]
-            damaged = [
-                name
-                for name, info in files.items()
-                if not (entry_dir / name).is_file() or digest_file(entry_dir / name) != info["sha256"]
-            ]
+            damaged = _damaged_files(entry_dir, files)
         except (OSError, ValueError, KeyError, TypeError) as error:
-            logger.warning("Store entry %s has an unreadable manifest (%s): recomputing", entry_dir, error)
+            logger.warning(
+                "Store entry %s has an unreadable manifest (%s): recomputing", entry_dir, error
+            )
             return None
         if damaged or manifest.get("key") != key or manifest.get("digest") != joblib.hash(files):
-            logger.warning("Store entry %s is damaged (%s): recomputing", entry_dir, damaged or "manifest")
+            logger.warning(
+                "Store entry %s is damaged (%s): recomputing", entry_dir, damaged or "manifest"
+            )
             return None
         return Entry(stage, key, entry_dir, manifest["digest"], manifest["meta"], "cached", 0.0)
 
-    @contextmanager
-    def _lock(self, stage: str, key: str) -> Iterator[None]:
+    def _remove_unless_locked(self, stage: str, key: str, entry_dir: Path) -> bool:
+        with open(self._lock_path(stage, key), "w") as lock_file:
+            try:
+                fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            try:
+                shutil.rmtree(entry_dir, ignore_errors=True)
+            finally:
+                fcntl.flock(lock_file, fcntl.LOCK_UN)
+        return True
+
+    def _lock_path(self, stage: str, key: str) -> Path:
+        # Lock files stay when entries go: deleting one another run may hold would let a
+        # third run lock a fresh file and compute the same entry alongside it.
         lock_path = self.root / stage / f".{key}.lock"
         lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(lock_path, "w") as lock_file:
+        return lock_path
+
+    @contextmanager
+    def _lock(self, stage: str, key: str) -> Iterator[None]:
+        with open(self._lock_path(stage, key), "w") as lock_file:
             fcntl.flock(lock_file, fcntl.LOCK_EX)
             try:
                 yield
             finally:
                 fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+def _damaged_files(entry_dir: Path, files: dict[str, dict[str, Any]]) -> list[str]:
+    # Missing, truncated or altered: any file whose content no longer has its recorded digest.
+    return [
+        name
+        for name, info in files.items()
+        if not (entry_dir / name).is_file() or digest_file(entry_dir / name) != info["sha256"]
+    ]
+
+
+def _entry_key(entry_dir: Path) -> str:
+    # A half-written entry is named .tmp-<key>-<suffix> and guarded by <key>'s lock.
+    if entry_dir.name.startswith(".tmp-"):
+        return entry_dir.name.split("-")[1]
+    return entry_dir.name
+
+
+def _read_manifest(entry_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((entry_dir / _MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _stored_entry(stage: str, entry_dir: Path, manifest: dict[str, Any]) -> StoredEntry:
+    inputs = manifest.get("inputs") or {}
+    subject = inputs.get("model") or inputs.get("variant") or ""
+    created = manifest.get("created", "")
+    return StoredEntry(stage, entry_dir.name, entry_dir, _tree_size(entry_dir), created, subject)
+
+
+def _tree_size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
 def _write_json_synced(path: Path, data: dict[str, Any]) -> None:

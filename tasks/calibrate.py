@@ -5,11 +5,12 @@ from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.states import State
 
 from qaccelx.data import DatasetIndex, ImageRecord
 from qaccelx.stages import calibration_stage
 from qaccelx.store import ArtifactStore, Entry
-from tasks._entry import log_entry
+from tasks._entry import finish_stage
 
 __all__ = ["calibration_task"]
 
@@ -23,10 +24,10 @@ def calibration_task(
     cache_dir: Path,
     model_slug: str,
     force: bool = False,
-) -> Entry:
+) -> Entry | State:
     """Preprocess the calibration images.
 
     Cache key: dataset manifest, the chosen images' contents, the model's data config, seed.
     """
     store = ArtifactStore(cache_dir)
-    return log_entry(calibration_stage(store, index, calibration, data_cfg, seed, force))
+    return finish_stage(calibration_stage(store, index, calibration, data_cfg, seed, force))

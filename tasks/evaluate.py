@@ -5,11 +5,12 @@ from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.states import State
 
 from qaccelx.data import DatasetIndex, ImageRecord
 from qaccelx.stages import evaluate_stage
 from qaccelx.store import ArtifactStore, Entry
-from tasks._entry import log_entry
+from tasks._entry import finish_stage
 
 __all__ = ["evaluate_task"]
 
@@ -25,11 +26,11 @@ def evaluate_task(
     cache_dir: Path,
     model_slug: str,
     force: bool = False,
-) -> Entry:
+) -> Entry | State:
     """Evaluate one row.
 
     Cache key: IR digest, row, evaluation-set manifest, data config (not the batch size).
     """
     store = ArtifactStore(cache_dir)
     stage = evaluate_stage(store, ir, variant, index, evaluation, data_cfg, batch_size, force)
-    return log_entry(stage)
+    return finish_stage(stage)

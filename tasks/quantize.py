@@ -4,11 +4,12 @@ from pathlib import Path
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.states import State
 
 from qaccelx.quantize import QuantizeSettings
 from qaccelx.stages import quantize_stage
 from qaccelx.store import ArtifactStore, Entry
-from tasks._entry import log_entry
+from tasks._entry import finish_stage
 
 __all__ = ["quantize_task"]
 
@@ -21,10 +22,10 @@ def quantize_task(
     cache_dir: Path,
     model_slug: str,
     force: bool = False,
-) -> Entry:
+) -> Entry | State:
     """Quantize the model.
 
     Cache key: FP32 IR digest, calibration set digest, quantization settings, nncf version.
     """
     store = ArtifactStore(cache_dir)
-    return log_entry(quantize_stage(store, export, calibration, settings, force))
+    return finish_stage(quantize_stage(store, export, calibration, settings, force))
