@@ -17,6 +17,7 @@ from qaccelx.errors import InputError
 from qaccelx.evaluate import PREDICTIONS_FILE
 from qaccelx.plan import RunPlan, plan_run
 from qaccelx.quantize import QuantizeSettings, optimized_variant
+from qaccelx.recipes import resolve_recipe
 from qaccelx.report import build_results, format_report, results_table_rows, write_results_json
 from qaccelx.runtime import float_rows
 from qaccelx.stages import variant_xml
@@ -57,6 +58,7 @@ def accelerate(
     benchmark_seconds: float = _DEFAULTS.benchmark_seconds,
     seed: int = _DEFAULTS.seed,
     recompute: str = _DEFAULTS.recompute,
+    quantization_recipe: str = _DEFAULTS.quantization_recipe,
 ) -> dict[str, Any] | State:
     """Accelerate one timm model and measure what it gained and what it cost.
 
@@ -135,11 +137,14 @@ def _quantize_settings(cfg: RunConfig, export: Entry, logger: Any) -> QuantizeSe
             "" if transformer else "no",
             "transformer (SmoothQuant)" if transformer else "default",
         )
+    recipe = resolve_recipe(cfg.quantization_recipe, cfg.model_name)
+    logger.info("Quantization recipe %s: %s", recipe.name, recipe)
     return QuantizeSettings(
         weight_only=cfg.weight_only,
         transformer=transformer,
         accuracy_control=cfg.accuracy_control,
         max_accuracy_drop=float(cfg.max_accuracy_drop),
+        recipe=recipe,
     )
 
 
@@ -181,7 +186,11 @@ def _assemble(
     extra = {
         "optimized_model": str(optimized_xml),
         "weights": {"kind": plan.spec.weights, "location": plan.spec.weights_location},
-        "settings": {**dataclasses.asdict(plan.cfg), "transformer": settings.transformer},
+        "settings": {
+            **dataclasses.asdict(plan.cfg),
+            "transformer": settings.transformer,
+            "recipe": dataclasses.asdict(settings.recipe),
+        },
         "calibration_images": len(plan.calibration),
         "evaluation_images": len(plan.evaluation),
         "stages": [

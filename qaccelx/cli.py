@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--recompute", default=_DEFAULTS.recompute, choices=RECOMPUTE_CHOICES, type=str.lower,
         help="recompute stored results: all, or from this stage on (export, calibration, "
         "quantize, evaluate, benchmark) even when the store holds sound ones")
+    add("--quantization_recipe", default=_DEFAULTS.quantization_recipe,
+        help="NNCF settings: auto (by model family), nncf-defaults, or a family (depthwise-cnn, "
+        "swin, deit, vit), optionally with overrides such as auto,fast_bias_correction=true")
     return parser
 
 

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from qaccelx.errors import InputError
+from qaccelx.recipes import resolve_recipe
 
 __all__ = [
     "BASELINE_PRECISIONS",
@@ -54,6 +55,7 @@ class RunConfig:
     benchmark_seconds: float = 10.0  # minimum measuring time of each latency and throughput run
     seed: int = 0  # calibration sampling and random weights
     recompute: str = "none"  # none, all, or the stage (STAGE_ORDER) to recompute from on
+    quantization_recipe: str = "auto"  # auto, nncf-defaults or a family (qaccelx.recipes)
 
 
 def parse_bool(value: str | bool) -> bool:
@@ -131,6 +133,7 @@ def validate_run_config(cfg: RunConfig) -> RunConfig:
     if cfg.checkpoint and cfg.random_weights:
         raise InputError("--checkpoint and --random_weights True exclude each other: pick one")
     stages_to_recompute(cfg.recompute)  # raises on an unknown value
+    resolve_recipe(cfg.quantization_recipe, cfg.model_name)  # raises on an unknown recipe
     if cfg.weight_only and cfg.accuracy_control:
         raise InputError(
             "--weight_only True and --accuracy_control True exclude each other: accuracy "

@@ -10,6 +10,7 @@ import numpy as np
 import openvino as ov
 
 from qaccelx.export import canonicalize_names
+from qaccelx.recipes import NNCF_DEFAULTS, Recipe
 
 __all__ = ["QuantizeSettings", "optimized_variant", "quantize_ir"]
 
@@ -24,6 +25,7 @@ class QuantizeSettings:
     transformer: bool  # nncf.ModelType.TRANSFORMER: SmoothQuant and transformer-aware scopes
     accuracy_control: bool  # nncf.quantize_with_accuracy_control
     max_accuracy_drop: float  # absolute top-1 fraction allowed to be lost with accuracy control
+    recipe: Recipe = NNCF_DEFAULTS  # per-family NNCF settings (qaccelx.recipes)
 
 
 def optimized_variant(settings: QuantizeSettings) -> str:
@@ -72,23 +74,52 @@ def quantize_ir(
             drop_type=nncf.DropType.ABSOLUTE,
             subset_size=len(samples),
             model_type=model_type,
+            **_recipe_arguments(settings.recipe, "advanced_quantization_parameters"),
         )
     else:
-        logger.info("Quantizing to INT8 on %d calibration images", len(samples))
+        logger.info(
+            "Quantizing to INT8 on %d calibration images with the %s recipe",
+            len(samples),
+            settings.recipe.name,
+        )
         quantized = nncf.quantize(
             model,
             calibration,
             subset_size=len(samples),
             model_type=model_type,
+            **_recipe_arguments(settings.recipe, "advanced_parameters"),
         )
 
     canonicalize_names(quantized, model.get_friendly_name())
     ov.save_model(quantized, out_xml, compress_to_fp16=False)
-    return {
+    meta = {
         "variant": optimized_variant(settings),
         "model_type": "transformer" if settings.transformer else "default",
         "calibration_images": len(samples),
     }
+    if not settings.weight_only:
+        meta["recipe"] = dataclasses.asdict(settings.recipe)
+    return meta
+
+
+def _recipe_arguments(recipe: Recipe, advanced_keyword: str) -> dict[str, Any]:
+    # Only what the recipe sets is passed, so everything else stays NNCF's own default.
+    arguments: dict[str, Any] = {"fast_bias_correction": recipe.fast_bias_correction}
+    if recipe.preset is not None:
+        arguments["preset"] = nncf.QuantizationPreset(recipe.preset)
+    if recipe.ignored_types or recipe.ignored_patterns:
+        # validate=False: a pattern for a layer a model does not have is not an error.
+        arguments["ignored_scope"] = nncf.IgnoredScope(
+            types=list(recipe.ignored_types),
+            patterns=list(recipe.ignored_patterns),
+            validate=False,
+        )
+    if recipe.smooth_quant_alpha is not None:
+        alphas = nncf.AdvancedSmoothQuantParameters(matmul=recipe.smooth_quant_alpha)
+        arguments[advanced_keyword] = nncf.AdvancedQuantizationParameters(
+            smooth_quant_alphas=alphas
+        )
+    return arguments
 
 
 def _take_image(sample: tuple[np.ndarray, int]) -> np.ndarray:

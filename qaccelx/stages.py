@@ -5,6 +5,7 @@ how to compute it. The Prefect tasks in ``tasks/`` are thin wrappers around thes
 which also run, and are tested, without Prefect.
 """
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
