@@ -18,7 +18,8 @@ from qaccelx.evaluate import PREDICTIONS_FILE
 from qaccelx.plan import RunPlan, plan_run
 from qaccelx.quantize import QuantizeSettings, optimized_variant
 from qaccelx.recipes import resolve_recipe
-from qaccelx.report import build_results, format_report, results_table_rows, write_results_json
+from qaccelx.report import build_results, results_table_rows, write_results_json
+from qaccelx.report_markdown import format_markdown_report
 from qaccelx.runtime import float_rows
 from qaccelx.stages import variant_xml
 from qaccelx.stats import Predictions, load_predictions
@@ -77,8 +78,14 @@ def accelerate(
     return run_plan(plan)
 
 
-def run_plan(plan: RunPlan) -> dict[str, Any]:
-    """Run the stages of a validated plan, publish and return the results."""
+def run_plan(plan: RunPlan, force_benchmark: bool = False) -> dict[str, Any]:
+    """Run the stages of a validated plan, publish and return the results.
+
+    Args:
+        plan: The validated run.
+        force_benchmark: Measure the benchmarks afresh even when the store holds them (the
+            nightly re-benchmark); every other stage is still reused from the store.
+    """
     cfg, spec, cache, slug = plan.cfg, plan.spec, plan.cache_dir, plan.spec.slug
     logger = get_run_logger()
     start = time.perf_counter()
@@ -112,7 +119,7 @@ def run_plan(plan: RunPlan) -> dict[str, Any]:
 
     # Benchmarks come last and one at a time, so nothing else competes for the cores.
     logger.info("5/6 benchmark %s", ", ".join(rows))
-    benchmarks = _benchmark(plan, rows, "benchmark" in force)
+    benchmarks = _benchmark(plan, rows, force_benchmark or "benchmark" in force)
 
     logger.info("6/6 report")
     stages = [("export", export), ("calibration", calibration), ("quantize", quantized)]
@@ -229,7 +236,7 @@ def _publish(plan: RunPlan, results: dict[str, Any], optimized_xml: Path) -> Non
     key = _artifact_key(f"qaccelx-results-{plan.spec.slug}")
     create_table_artifact(table=results_table_rows(results), key=key, description=results["model"])
     create_markdown_artifact(
-        markdown=f"```\n{format_report(results)}\n```",
+        markdown=format_markdown_report(results),
         key=_artifact_key(f"qaccelx-report-{plan.spec.slug}"),
         description=f"QAccelX report for {results['model']}",
     )
