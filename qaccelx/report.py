@@ -89,7 +89,10 @@ def results_table_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
             "latency_p90_ms": f"{latency['p90']:.2f}",
             "latency_spread_%": _fmt_percent(latency.get("spread")),
             "throughput_fps": _fmt_timing(row["throughput_fps"], row.get("throughput_spread"), 1),
-            f"speedup_vs_{baseline}": f"{base_latency / latency['median']:.2f}x",
+            f"speedup_vs_{baseline}": _fmt_ratio(
+                base_latency / latency["median"],
+                _is_noisy(latency) or _is_noisy(results["variants"][baseline]["latency_ms"]),
+            ),
         })
     return rows
 
@@ -113,8 +116,10 @@ def format_report(results: dict[str, Any]) -> str:
         f"Optimized ({opt}) accuracy: {_fmt(opt_row['top1'], '%')}",
         f"Original ({base}) time:      {_fmt_latency(base_row)} ms (batch 1, median)",
         f"Optimized ({opt}) time:     {_fmt_latency(opt_row)} ms (batch 1, median)",
-        f"Speedup vs {base} ({base_row['precision_label']}): {results['speedup']:.2f}x latency, "
-        f"{results['throughput_speedup']:.2f}x throughput",
+        f"Speedup vs {base} ({base_row['precision_label']}): "
+        f"{_fmt_ratio(results['speedup'], base_row['noisy'] or opt_row['noisy'])} latency, "
+        f"{_fmt_ratio(results['throughput_speedup'], base_row['noisy'] or opt_row['noisy'])} "
+        "throughput",
         f"Accuracy loss:             {'n/a' if loss is None else f'{loss:.2f} points'}",
     ]
     lines += _agreement_lines(results) + _precision_notes(results) + _noise_notes(results)
@@ -270,6 +275,15 @@ def _machine_lines(results: dict[str, Any]) -> list[str]:
 
 def _fmt_latency(row: dict[str, Any]) -> str:
     return _fmt_timing(row["latency_ms"]["median"], row["latency_ms"].get("spread"), 2)
+
+
+def _is_noisy(latency: dict[str, Any]) -> bool:
+    return latency.get("spread") is not None and latency["spread"] > NOISY_SPREAD
+
+
+def _fmt_ratio(ratio: float, noisy: bool) -> str:
+    # A ratio of noisy figures is no more precise than they are.
+    return f"~{ratio:.1f}x" if noisy else f"{ratio:.2f}x"
 
 
 def _fmt_timing(value: float, spread: float | None, decimals: int) -> str:
