@@ -42,8 +42,9 @@ pytestmark = pytest.mark.server
 
 REPO = Path(__file__).resolve().parents[1]
 
-# The work pool prefect.yaml deploys to.
+# The work pool prefect.yaml deploys to, and the deployments' full names.
 POOL = "qaccelx"
+ACCELERATE, NIGHTLY = "accelerate/accelerate", "nightly-rebenchmark/nightly-rebenchmark"
 
 # Seconds the server may take to answer its health check on a busy 2-core machine.
 SERVER_STARTUP_SECONDS = 180
@@ -113,7 +114,7 @@ def test_accelerate_deployment_runs_and_publishes(
     client, worker, small_dataset, store, tmp_path
 ):
     params = tiny_run_args(small_dataset, store, tmp_path)
-    run = _run_deployment(client, "accelerate/accelerate", params, worker)
+    run = _run_deployment(client, ACCELERATE, params, worker)
 
     assert run.state.type == StateType.COMPLETED, run.state.message
     assert run.name == "accelerate[test_resnet]"
@@ -139,14 +140,14 @@ def test_accelerate_deployment_runs_and_publishes(
 def test_nightly_deployment_records_history_and_reports_regression(
     client, worker, small_dataset, store, tmp_path
 ):
-    deployment = client.read_deployment_by_name("nightly-rebenchmark/nightly-rebenchmark")
+    deployment = client.read_deployment_by_name(NIGHTLY)
     assert deployment.schedules[0].schedule.cron == "30 2 * * *"
     assert deployment.global_concurrency_limit.limit == 1
     assert deployment.concurrency_options.collision_strategy == "CANCEL_NEW"
 
     # Night one: nothing earlier to compare with.
     params = _nightly_params(small_dataset, store, tmp_path)
-    first = _run_deployment(client, deployment.name, {**params, "night": FIRST_NIGHT}, worker)
+    first = _run_deployment(client, NIGHTLY, {**params, "night": FIRST_NIGHT}, worker)
     assert first.state.type == StateType.COMPLETED, first.state.message
     db = history_path(store)
     first_records = [r for r in read_records(db) if r.night == FIRST_NIGHT]
@@ -158,7 +159,7 @@ def test_nightly_deployment_records_history_and_reports_regression(
 
     # Two runs of night two at once: the deployment's limit cancels one, the other measures.
     second_params = {**params, "night": SECOND_NIGHT}
-    runs = _run_deployment_twice(client, deployment.name, second_params, worker)
+    runs = _run_deployment_twice(client, NIGHTLY, second_params, worker)
     states = sorted(run.state.type.value for run in runs)
     assert states == ["CANCELLED", "FAILED"], [run.state.message for run in runs]
     second = next(run for run in runs if run.state.type == StateType.FAILED)
