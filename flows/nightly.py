@@ -259,15 +259,15 @@ def _summary_markdown(night: str, outcomes: list[dict[str, Any]]) -> str:
 def _final_state(
     night: str, outcomes: list[dict[str, Any]], regressions: list[Regression]
 ) -> dict[str, Any] | State:
-    failed = [o["model"] for o in outcomes if o["status"].startswith("failed")]
+    failed = [f"{o['model']}: {o['status']}" for o in outcomes if o["status"].startswith("failed")]
     summary = {
         "night": night,
         "models": {o["model"]: o["status"] for o in outcomes},
         "regressions": [r.describe() for r in regressions],
     }
     if regressions or failed:
-        problems = [r.describe() for r in regressions] + [f"{m}: failed" for m in failed]
-        return Failed(message=f"{len(problems)} problems on {night}: " + "; ".join(problems))
+        problems = [r.describe() for r in regressions] + failed
+        return Failed(message=f"Night {night}: " + "; ".join(problems))
     return summary
 
 
