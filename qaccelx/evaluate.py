@@ -9,6 +9,7 @@ import openvino as ov
 from tqdm import tqdm
 
 from qaccelx.data import ImageRecord, iterate_batches
+from qaccelx.errors import InputError
 from qaccelx.runtime import compile_variant, executed_precision
 
 __all__ = ["PREDICTIONS_FILE", "evaluate_ir"]
@@ -36,7 +37,10 @@ def evaluate_ir(
         ``top1`` and ``top5`` (percent), ``images`` evaluated, ``skipped`` (unreadable images),
         and the executed precision.
     """
-    compiled = compile_variant(ov.Core(), xml_path, variant, "THROUGHPUT")
+    # One stream using every core: OpenVINO 2026.4's CPU plugin returns wrong logits for NNCF
+    # weight-compressed models run in single-thread streams (the THROUGHPUT hint on small or
+    # dynamic batches), and accuracy must not depend on how the cores are split.
+    compiled = compile_variant(ov.Core(), xml_path, variant, "LATENCY")
     queue = ov.AsyncInferQueue(compiled, compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
     top5_batches: dict[int, np.ndarray] = {}
     queue.set_callback(lambda request, i: top5_batches.__setitem__(i, _top5(request)))
@@ -50,7 +54,10 @@ def evaluate_ir(
             progress.update(len(images))
         queue.wait_all()
     if not labels:
-        raise RuntimeError(f"none of the {len(records)} evaluation images could be read")
+        raise InputError(
+            f"none of the {len(records)} evaluation images under {root} could be read (see "
+            "the skipped files logged above): replace them with readable images"
+        )
 
     top5 = np.concatenate([top5_batches[i] for i in range(len(labels))])
     labels_all = np.concatenate(labels)
