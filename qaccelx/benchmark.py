@@ -162,7 +162,8 @@ def benchmark_throughput(
     Returns:
         ``fps``, ``batch_size``, ``requests``, ``streams``, ``threads``, ``batches``,
         ``seconds``, ``spread`` (IQR / median of the rates over about ten windows of whole
-        rounds, None with fewer than three rounds), ``noisy``, what executed and the machine's ``load_average``.
+        rounds, None with fewer than three rounds), ``noisy``, what executed and the
+        machine's ``load_average``.
     """
     with benchmark_lock():
         compiled = compile_variant(ov.Core(), xml_path, variant, "THROUGHPUT", batch=batch_size)

@@ -40,7 +40,9 @@ def build_results(
         extra: Further top-level keys (stages, environment, settings, paths).
         predictions: Row -> per-image predictions on the evaluation images.
     """
-    variants = {name: _variant(benchmarks[name], evaluations[name], pretrained) for name in benchmarks}
+    variants = {
+        name: _variant(benchmarks[name], evaluations[name], pretrained) for name in benchmarks
+    }
     if predictions and pretrained:
         for name, row in variants.items():
             statistics = top1_statistics(predictions[name])
@@ -198,7 +200,8 @@ def _agreements(
     for name in predictions:
         if name == baseline:
             continue
-        agreement = {"vs": baseline, **compare_predictions(predictions[baseline], predictions[name])}
+        compared = compare_predictions(predictions[baseline], predictions[name])
+        agreement = {"vs": baseline, **compared}
         agreement["agreement"] = round(agreement["agreement"], 2)
         if not pretrained:
             agreement.update(right_to_wrong=None, wrong_to_right=None, mcnemar_p=None)

@@ -6,8 +6,8 @@ import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
 import pytest
-
 from conftest import MOBILENET_DIR
+
 from qaccelx.cli import parse_run_config
 from qaccelx.errors import InputError
 from qaccelx.quantize import QuantizeSettings, quantize_ir
