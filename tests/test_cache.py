@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,9 @@ from qaccelx.data import index_dataset, split_calibration
 from qaccelx.models import create_model, resolve_model_spec
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Reads of the task runs' states, half a second apart, before their asserts run anyway.
+_STATE_READS = 60
 
 
 class Base:
@@ -71,7 +75,7 @@ def test_unchanged_rerun_computes_nothing_and_prefect_shows_cached(base, tmp_pat
     assert (
         results["variants"]["int8"]["latency_ms"] == base.results["variants"]["int8"]["latency_ms"]
     )
-    task_states = _task_run_states(state.state_details.flow_run_id)
+    task_states = _task_run_states(state.state_details.flow_run_id, len(base.results["stages"]))
     assert len(task_states) == len(base.results["stages"])
     assert set(task_states.values()) == {"Cached"}
     assert task_states["benchmark-latency[test_resnet/int8]"] == "Cached"
@@ -82,7 +86,7 @@ def test_computed_stage_shows_completed_in_prefect(base, tmp_path, monkeypatch):
     shutil.rmtree(_entry_dir(store, "benchmark-throughput", variant="int8"))
     state = accelerate(**tiny_run_args(base.dataset, store, tmp_path), return_state=True)
 
-    task_states = _task_run_states(state.state_details.flow_run_id)
+    task_states = _task_run_states(state.state_details.flow_run_id, len(base.results["stages"]))
     assert task_states.pop("benchmark-throughput[test_resnet/int8]") == "Completed"
     assert set(task_states.values()) == {"Cached"}
 
@@ -326,15 +330,21 @@ def _entry_dir(store: Path, stage: str, variant: str | None = None) -> Path:
     raise LookupError(f"no {stage} entry for {variant} in {store}")
 
 
-def _task_run_states(flow_run_id: Any) -> dict[str, str]:
-    # Read back from Prefect's API what its logs and UI show for each task run.
+def _task_run_states(flow_run_id: Any, expected_runs: int) -> dict[str, str]:
+    # Read back from Prefect's API what its logs and UI show for each task run. The server
+    # records task run states from events, so the last ones may land a moment after the flow
+    # returns: read until every stage's run is there in a final state (or give up and let the
+    # caller's asserts show what was there).
     with get_client(sync_client=True) as client:
-        task_runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
-        )
-    return {
-        run.name: run.state.name for run in task_runs if not run.name.startswith("export-parity")
-    }
+        for _ in range(_STATE_READS):
+            task_runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+            )
+            stage_runs = [run for run in task_runs if not run.name.startswith("export-parity")]
+            if len(stage_runs) >= expected_runs and all(run.state.is_final() for run in stage_runs):
+                break
+            time.sleep(0.5)
+    return {run.name: run.state.name for run in stage_runs}
 
 
 def _start_counting_run(dataset: Path, store: Path, run_dir: Path) -> tuple[subprocess.Popen, Path]:
