@@ -34,7 +34,7 @@ STAGE_VERSIONS = {
     "export": 2,
     "calibration": 1,
     "quantize": 2,
-    "evaluate": 1,
+    "evaluate": 2,
     "benchmark-latency": 1,
     "benchmark-throughput": 1,
 }
