@@ -141,7 +141,7 @@ def format_report(results: dict[str, Any]) -> str:
 
 
 def _stage_line(stage: dict[str, Any]) -> str:
-    return f"  {stage['name']:<24} {stage['status']:<9} {stage['seconds']:8.2f} s"
+    return f"  {stage['name']:<28} {stage['status']:<9} {stage['seconds']:8.2f} s"
 
 
 def write_results_json(results: dict[str, Any], path: Path) -> None:
