@@ -50,7 +50,7 @@ ACCELERATE, NIGHTLY = "accelerate/accelerate", "nightly-rebenchmark/nightly-rebe
 SERVER_STARTUP_SECONDS = 180
 
 # Seconds a flow run may take, waiting for the machine-wide benchmark lock included.
-RUN_TIMEOUT_SECONDS = 900
+RUN_TIMEOUT_SECONDS = 600
 
 # Nights of the nightly test; 03-02 and 03-03 are injected, faster than the real 03-01.
 FIRST_NIGHT, SECOND_NIGHT = "2026-03-01", "2026-03-04"
