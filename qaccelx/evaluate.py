@@ -37,29 +37,29 @@ def evaluate_ir(
         ``top1`` and ``top5`` (percent), ``images`` evaluated, ``skipped`` (unreadable images),
         and the executed precision.
     """
-    # One stream using every core: OpenVINO 2026.4's CPU plugin returns wrong logits for NNCF
-    # weight-compressed models run in single-thread streams (the THROUGHPUT hint on small or
-    # dynamic batches), and accuracy must not depend on how the cores are split.
+    # One stream using every core, called synchronously. OpenVINO 2026.4's CPU plugin returns
+    # wrong logits for NNCF weight-compressed models in single-thread streams (the THROUGHPUT
+    # hint on small or dynamic batches), and accuracy must not depend on how cores are split.
+    # Synchronous calls also need no Python callback, which would have to take the GIL from
+    # OpenVINO's threads; the data loader's workers decode the next batch meanwhile.
     compiled = compile_variant(ov.Core(), xml_path, variant, "LATENCY")
-    queue = ov.AsyncInferQueue(compiled, compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-    top5_batches: dict[int, np.ndarray] = {}
-    queue.set_callback(lambda request, i: top5_batches.__setitem__(i, _top5(request)))
+    request = compiled.create_infer_request()
 
-    labels, skipped = [], []
+    top5_batches, labels, skipped = [], [], []
     batches = iterate_batches(root, records, data_cfg, batch_size, skipped)
     with tqdm(total=len(records), desc=f"evaluate {variant}", unit="img", disable=None) as progress:
-        for i, (images, batch_labels) in enumerate(batches):
-            queue.start_async(images, userdata=i)
+        for images, batch_labels in batches:
+            request.infer(images)
+            top5_batches.append(_top5(request))
             labels.append(batch_labels)
             progress.update(len(images))
-        queue.wait_all()
     if not labels:
         raise InputError(
             f"none of the {len(records)} evaluation images under {root} could be read (see "
             "the skipped files logged above): replace them with readable images"
         )
 
-    top5 = np.concatenate([top5_batches[i] for i in range(len(labels))])
+    top5 = np.concatenate(top5_batches)
     labels_all = np.concatenate(labels)
     np.savez(out_dir / PREDICTIONS_FILE, top5=top5, labels=labels_all)
     return {
