@@ -13,10 +13,15 @@ from prefect.states import Failed, State
 
 from qaccelx.benchmark import combine_measurements, describe_machine
 from qaccelx.config import RunConfig, stages_to_recompute
-from qaccelx.errors import InputError
+from qaccelx.errors import InputError, describe_user_error, quiet_user_error_tracebacks
 from qaccelx.evaluate import PREDICTIONS_FILE
 from qaccelx.plan import RunPlan, plan_run
-from qaccelx.quantize import QuantizeSettings, optimized_variant
+from qaccelx.quantize import (
+    QuantizeSettings,
+    describe_accuracy_target,
+    judge_accuracy_target,
+    optimized_variant,
+)
 from qaccelx.recipes import resolve_recipe
 from qaccelx.report import build_results, results_table_rows, write_results_json
 from qaccelx.report_markdown import format_markdown_report
@@ -52,6 +57,7 @@ def accelerate(
     output_dir: str = _DEFAULTS.output_dir,
     results_json: str | None = _DEFAULTS.results_json,
     max_accuracy_drop: float = _DEFAULTS.max_accuracy_drop,
+    strict_accuracy: bool = _DEFAULTS.strict_accuracy,
     calibration_size: int = _DEFAULTS.calibration_size,
     checkpoint: str | None = _DEFAULTS.checkpoint,
     random_weights: bool = _DEFAULTS.random_weights,
@@ -67,15 +73,22 @@ def accelerate(
 
     Returns:
         The results document (also written to ``<output_dir>/<model>/results.json``), or a
-        Failed state whose message says how to fix the input.
+        Failed state: with a message that says how to fix the input or make room on the disk,
+        or, with ``strict_accuracy``, holding the results of a run that missed its target.
     """
     parameters = dict(locals())
     cfg = RunConfig(**{f.name: parameters[f.name] for f in dataclasses.fields(RunConfig)})
+
+    # A user error, found up front or inside a stage, ends the run as one line, no traceback.
+    quiet_user_error_tracebacks("prefect.task_runs", "prefect.flow_runs")
     try:
-        plan = plan_run(cfg)
-    except InputError as error:
-        return Failed(message=str(error))
-    return run_plan(plan)
+        results = run_plan(plan_run(cfg))
+    except (InputError, OSError, RuntimeError) as error:
+        message = describe_user_error(error)
+        if message is None:
+            raise
+        return Failed(message=message)
+    return _judge_accuracy(cfg, results)
 
 
 def run_plan(plan: RunPlan, force_benchmark: bool = False) -> dict[str, Any]:
@@ -198,8 +211,11 @@ def _assemble(
             "transformer": settings.transformer,
             "recipe": dataclasses.asdict(settings.recipe),
         },
-        "calibration_images": len(plan.calibration),
+        "calibration_images": dict(stages)["calibration"].meta["images"],
         "evaluation_images": len(plan.evaluation),
+        "evaluation_classes": plan.index.num_classes,
+        "skipped_images": _skipped_images(dict(stages)["calibration"], evaluations),
+        "accuracy_target": _accuracy_target(plan, rows, evaluations),
         "stages": [
             {"name": name, "status": e.status, "seconds": round(e.seconds, 2)}
             for name, e in stages
@@ -220,6 +236,44 @@ def _assemble(
         extra,
         predictions=_load_predictions(evaluations),
     )
+
+
+def _skipped_images(calibration: Entry, evaluations: dict[str, Entry]) -> dict[str, list[str]]:
+    # Every row reads the same evaluation images, so any row's list names them all.
+    evaluation = next(iter(evaluations.values())).meta["skipped"]
+    return {"calibration": list(calibration.meta["skipped"]), "evaluation": list(evaluation)}
+
+
+def _accuracy_target(
+    plan: RunPlan,
+    rows: dict[str, Entry],
+    evaluations: dict[str, Entry],
+) -> dict[str, Any] | None:
+    # Judged when asked for (accuracy control, or a strict target) and measurable (real weights).
+    cfg, optimized = plan.cfg, list(rows)[-1]
+    if not (cfg.accuracy_control or cfg.strict_accuracy) or not plan.spec.pretrained:
+        return None
+    return judge_accuracy_target(
+        evaluations[cfg.baseline_precision].meta["top1"],
+        evaluations[optimized].meta["top1"],
+        cfg.max_accuracy_drop,
+        rows[optimized].meta.get("validation"),
+    )
+
+
+def _judge_accuracy(cfg: RunConfig, results: dict[str, Any]) -> dict[str, Any] | State:
+    # A missed target is reported either way; only a strict one fails the run.
+    target = results.get("accuracy_target")
+    if target is None:
+        return results
+    logger = get_run_logger()
+    if target["met"]:
+        logger.info(describe_accuracy_target(target))
+        return results
+    logger.warning(describe_accuracy_target(target))
+    if cfg.strict_accuracy:
+        return Failed(message=describe_accuracy_target(target), data=results)
+    return results
 
 
 def _load_predictions(evaluations: dict[str, Entry]) -> dict[str, Predictions]:
@@ -246,8 +300,13 @@ def _copy_ir(xml_path: Path, target_xml: Path) -> None:
     # Copy under temporary names, then rename: a reader never finds half a model.
     for source, target in ((xml_path, target_xml), (xml_path.with_suffix(".bin"), target_xml.with_suffix(".bin"))):
         partial = target.with_name(f".{target.name}.partial")
-        shutil.copyfile(source, partial)
-        partial.replace(target)
+        try:
+            shutil.copyfile(source, partial)
+            partial.replace(target)
+        except BaseException:
+            # A full disk or Ctrl-C mid-copy leaves no half file behind.
+            partial.unlink(missing_ok=True)
+            raise
 
 
 def _artifact_key(text: str) -> str:

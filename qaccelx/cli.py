@@ -1,7 +1,15 @@
 """The seed-compatible command line: parse and check flags before any heavy import or work."""
 
 import argparse
+import atexit
 import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -10,13 +18,26 @@ from qaccelx.config import (
     RECOMPUTE_CHOICES,
     RunConfig,
     parse_bool,
+    resolve_cache_dir,
     validate_run_config,
 )
 from qaccelx.errors import InputError
+from qaccelx.store import ArtifactStore
 
-__all__ = ["build_parser", "configure_prefect_env", "parse_run_config"]
+__all__ = [
+    "build_parser",
+    "configure_prefect_env",
+    "describe_interruption",
+    "parse_run_config",
+    "start_temporary_prefect_server",
+]
 
 _DEFAULTS = RunConfig()
+
+# How long the temporary Prefect server may take to start (it migrates its database first)
+# and to stop.
+_SERVER_START_SECONDS = 120
+_SERVER_STOP_SECONDS = 10
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,8 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--output_dir", default=_DEFAULTS.output_dir,
         help="folder for the optimized model and results.json (in a subfolder per model)")
     add("--results_json", default=None, help="also write the results JSON to this path")
-    add("--max_accuracy_drop", type=float, default=_DEFAULTS.max_accuracy_drop,
+    add("--max_accuracy_drop", type=_fraction, default=_DEFAULTS.max_accuracy_drop,
         help="accuracy control's allowed absolute top-1 drop (0.01 = one point)")
+    add("--strict_accuracy", type=_bool, default=False,
+        help="exit with status 3 when the accuracy loss exceeds --max_accuracy_drop (the "
+        "results are still written); False: report the missed target and exit 0")
     add("--calibration_size", type=_positive_int, default=_DEFAULTS.calibration_size,
         help="calibration images; taken from train/ if present, else from val/ and then "
         "left out of evaluation")
@@ -95,6 +119,86 @@ def configure_prefect_env(cfg: RunConfig) -> None:
         os.environ["PREFECT_LOGGING_LEVEL"] = "DEBUG"
 
 
+def start_temporary_prefect_server() -> None:
+    """Start a temporary Prefect server for this command when no PREFECT_API_URL is set.
+
+    Prefect would start one itself, but as a child in the terminal's process group: Ctrl-C
+    then stops the server with the run, and Prefect spends minutes retrying to report the
+    interruption to it. Started here in a session of its own, the server outlives Ctrl-C, and
+    it stops when the process exits, after Prefect has sent its last logs. Must precede
+    Prefect's import.
+
+    Raises:
+        RuntimeError: the server did not start.
+    """
+    if os.environ.get("PREFECT_API_URL"):
+        return
+    port = _free_loopback_port()
+    command = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--no-ui", "--no-services", "--analytics-off"]
+
+    # Its log goes to a file: a pipe nobody reads would stall the server once full.
+    server_log = tempfile.TemporaryFile()
+    server = subprocess.Popen(command, stdout=server_log, stderr=server_log, start_new_session=True)
+    atexit.register(_stop_server, server, server_log)
+    _wait_for_server(server, port, server_log)
+    os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"
+
+
+def _stop_server(server: subprocess.Popen, server_log: Any) -> None:
+    # Runs after Prefect's own exit handlers, which send the last logs and events to it.
+    if server.poll() is None:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=_SERVER_STOP_SECONDS)
+    server_log.close()
+
+
+def _free_loopback_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_for_server(server: subprocess.Popen, port: int, server_log: Any) -> None:
+    deadline = time.monotonic() + _SERVER_START_SECONDS
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            server_log.seek(0)
+            tail = server_log.read()[-2000:].decode(errors="replace")
+            raise RuntimeError(f"the temporary Prefect server stopped at start: {tail}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(
+        f"the temporary Prefect server did not answer within {_SERVER_START_SECONDS} s"
+    )
+
+
+def describe_interruption(cfg: RunConfig, since: float) -> str:
+    """Say what an interrupted run finished: the stage results it stored, which a re-run reuses.
+
+    Args:
+        cfg: The run's settings (for its store).
+        since: When the run started, as ``time.time()``.
+
+    Returns:
+        One line for the console.
+    """
+    root = resolve_cache_dir(cfg.cache_dir)
+    finished = [
+        f"{entry.stage}[{entry.subject}]" if entry.subject else entry.stage
+        for entry in ArtifactStore(root).entries()
+        if entry.path.stat().st_mtime >= since
+    ]
+    return (
+        f"interrupted: {', '.join(finished) or 'no stage'} finished in this run and "
+        f"{'is' if len(finished) == 1 else 'are'} kept in {root}; the stage that was running "
+        "left nothing behind; run the same command again to continue from there"
+    )
+
+
 def _argument_type(convert: Callable[[str], Any]) -> Callable[[str], Any]:
     def parse(text: str) -> Any:
         try:
@@ -107,11 +211,25 @@ def _argument_type(convert: Callable[[str], Any]) -> Callable[[str], Any]:
 
 
 def _parse_positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0  # not a number at all: the same message as for zero
     if value < 1:
-        raise ValueError(f"{text!r} must be a whole number of 1 or more")
+        raise ValueError(f"{text!r} is not allowed: use a whole number of 1 or more")
     return value
+
+
+def _parse_fraction(text: str) -> float:
+    # The range itself is checked with the other settings, in validate_run_config.
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not a number: use a fraction between 0 and 1 (0.01 is one point)"
+        ) from None
 
 
 _bool = _argument_type(parse_bool)
 _positive_int = _argument_type(_parse_positive_int)
+_fraction = _argument_type(_parse_fraction)

@@ -48,6 +48,7 @@ class RunConfig:
     output_dir: str = "qaccelx_output"  # where the optimized model and results.json go
     results_json: str | None = None  # an extra copy of the results JSON
     max_accuracy_drop: float = 0.01  # absolute top-1 drop (0.01 = 1 point) for accuracy control
+    strict_accuracy: bool = False  # a run whose accuracy loss exceeds max_accuracy_drop fails
     calibration_size: int = 300  # calibration images, seeded and spread over classes
     checkpoint: str | None = None  # local weights file for the architecture
     random_weights: bool = False  # speed-only run: accuracy is meaningless
@@ -132,6 +133,11 @@ def validate_run_config(cfg: RunConfig) -> RunConfig:
         raise InputError(f"--benchmark_seconds {cfg.benchmark_seconds!r} must be above 0")
     if cfg.checkpoint and cfg.random_weights:
         raise InputError("--checkpoint and --random_weights True exclude each other: pick one")
+    if cfg.strict_accuracy and cfg.random_weights:
+        raise InputError(
+            "--strict_accuracy True needs real weights, and --random_weights True measures no "
+            "accuracy: drop one of them"
+        )
     stages_to_recompute(cfg.recompute)  # raises on an unknown value
     resolve_recipe(cfg.quantization_recipe, cfg.model_name)  # raises on an unknown recipe
     if cfg.weight_only and cfg.accuracy_control:

@@ -67,9 +67,15 @@ class DatasetIndex:
 def index_dataset(dataset_path: str) -> DatasetIndex:
     """List the images of an ImageNet root (``val/``, optional ``train/``) or of class folders.
 
+    Args:
+        dataset_path: The dataset root as the user gave it.
+
+    Returns:
+        The images of each split, labelled by their class folder.
+
     Raises:
-        InputError: the path is missing, holds no class folders, or its folders are not
-            ImageNet WordNet ids.
+        InputError: the path is missing, holds no images in class folders, has ``train/``
+            but no ``val/``, or its folders are not ImageNet WordNet ids.
     """
     root = Path(dataset_path).expanduser().resolve()
     if not root.is_dir():
@@ -77,14 +83,17 @@ def index_dataset(dataset_path: str) -> DatasetIndex:
             f"--dataset_path {dataset_path!r} does not exist: give an ImageNet root with val/ "
             "(and optionally train/) in the ImageFolder layout, or a folder of class folders"
         )
-    val_dir = root / "val" if (root / "val").is_dir() else root
+    has_val = (root / "val").is_dir()
+    if not has_val and (root / "train").is_dir():
+        raise InputError(
+            f"--dataset_path {dataset_path!r} has train/ but no val/: accuracy is measured on "
+            "val/<wnid>/<image>.JPEG, so add the validation images there"
+        )
+    val_dir = root / "val" if has_val else root
     val = _index_split(root, val_dir)
     train = _index_split(root, root / "train") if (root / "train").is_dir() else ()
     if not val:
-        raise InputError(
-            f"--dataset_path {dataset_path!r} holds no images under {val_dir}: expected "
-            "<wnid>/<image>.JPEG folders such as val/n01440764/ILSVRC2012_val_00000293.JPEG"
-        )
+        raise InputError(f"--dataset_path {dataset_path!r} {_describe_no_images(val_dir)}")
 
     num_classes = len({record.label for record in val})
     if num_classes < len(ImageNetInfo().label_names()):
@@ -94,6 +103,18 @@ def index_dataset(dataset_path: str) -> DatasetIndex:
             num_classes,
         )
     return DatasetIndex(str(root), val, train, num_classes)
+
+
+def _describe_no_images(split_dir: Path) -> str:
+    # Say what is there instead: loose images want class folders, anything else a real copy.
+    loose = [p for p in split_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS]
+    layout = "<wnid>/<image>.JPEG folders such as val/n01440764/ILSVRC2012_val_00000293.JPEG"
+    if loose:
+        return (
+            f"has {len(loose)} image(s) directly in {split_dir} but no class folders: put "
+            f"them in {layout}"
+        )
+    return f"holds no images under {split_dir}: expected {layout}"
 
 
 def manifest_digest(records: tuple[ImageRecord, ...] | list[ImageRecord]) -> str:
@@ -150,7 +171,10 @@ def save_calibration_set(
             labels.append(batch_labels)
             progress.update(len(batch_images))
     if not images:
-        raise InputError(f"none of the {len(records)} calibration images under {root} is readable")
+        raise InputError(
+            f"none of the {len(records)} calibration images under {root} is readable (see the "
+            "skipped files logged above): replace them with readable images"
+        )
 
     np.savez(out_dir / CALIBRATION_FILE, images=np.concatenate(images), labels=np.concatenate(labels))
     return {"images": int(sum(len(b) for b in labels)), "skipped": skipped}
@@ -176,7 +200,8 @@ def iterate_batches(
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield ``(images, labels)`` batches preprocessed for the model, in record order.
 
-    Unreadable images are skipped; their relative paths are appended to ``skipped``.
+    Unreadable images are skipped; once all batches are out, their relative paths are
+    appended to ``skipped`` and logged in one warning.
     """
     dataset = _ImageDataset(root, records, build_transform(data_cfg))
     loader = torch.utils.data.DataLoader(
@@ -185,10 +210,21 @@ def iterate_batches(
         num_workers=_num_workers(len(records)),
         collate_fn=_collate_readable,
     )
+    newly_skipped: list[str] = []
     for images, labels, bad_paths in loader:
-        skipped.extend(bad_paths)
+        newly_skipped.extend(bad_paths)
         if len(labels):
             yield images, labels
+
+    skipped.extend(newly_skipped)
+    if newly_skipped:
+        logger.warning(
+            "Skipped %d unreadable image(s) of %d under %s: %s",
+            len(newly_skipped),
+            len(records),
+            root,
+            ", ".join(newly_skipped),
+        )
 
 
 class _ImageDataset(torch.utils.data.Dataset):
@@ -240,9 +276,11 @@ def _index_split(root: Path, split_dir: Path) -> tuple[ImageRecord, ...]:
     class_dirs = sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
     unknown = [p.name for p in class_dirs if p.name not in class_index]
     if unknown:
+        no_val = " has no val/ folder, and it" if split_dir == root else ""
         raise InputError(
-            f"{split_dir} has folders that are not ImageNet-1k WordNet ids ({', '.join(unknown[:3])}"
-            f"{', ...' if len(unknown) > 3 else ''}): name class folders by wnid, e.g. n01440764"
+            f"{split_dir}{no_val} has folders that are not ImageNet-1k WordNet ids "
+            f"({', '.join(unknown[:3])}{', ...' if len(unknown) > 3 else ''}): name class "
+            "folders by wnid, e.g. val/n01440764/ (the sorted wnid order gives the labels)"
         )
 
     records = []

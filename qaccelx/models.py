@@ -20,6 +20,7 @@ from qaccelx.store import digest_file
 
 __all__ = [
     "ModelSpec",
+    "check_checkpoint_fits",
     "create_model",
     "detect_transformer",
     "resolve_data_config",
@@ -127,6 +128,43 @@ def create_model(spec: ModelSpec, checkpoint_strict: bool = True) -> nn.Module:
     return model.eval()
 
 
+def check_checkpoint_fits(spec: ModelSpec) -> None:
+    """Check a ``--checkpoint`` file against the architecture, without building the model.
+
+    The model is laid out on the meta device (no memory, no initialization) and the file is
+    read as timm reads it, so a checkpoint of another architecture or class count fails in a
+    second, before any heavy work, instead of in the export stage.
+
+    Args:
+        spec: The resolved model; specs without a checkpoint pass unchecked.
+
+    Raises:
+        InputError: the file is no checkpoint, or its parameter names or shapes differ.
+    """
+    if spec.weights != "checkpoint":
+        return
+    try:
+        state_dict = timm.models.load_state_dict(spec.weights_file)
+    except Exception as error:  # torch.load and safetensors raise many types on a bad file
+        raise InputError(
+            f"--checkpoint {spec.weights_location!r} is not a PyTorch or safetensors checkpoint "
+            f"({type(error).__name__}: {error}): give a file saved with torch.save or "
+            "safetensors"
+        ) from error
+
+    with torch.device("meta"):
+        model = timm.create_model(spec.name)
+    try:
+        # assign=True swaps the meta tensors for the loaded ones instead of copying into them.
+        model.load_state_dict(state_dict, strict=True, assign=True)
+    except RuntimeError as error:
+        raise InputError(
+            f"--checkpoint {spec.weights_location!r} does not fit {spec.name!r} "
+            f"({_summarize_load_error(error)}): give weights saved from this architecture, "
+            f"e.g. torch.save(timm.create_model({spec.name!r}).state_dict(), path)"
+        ) from error
+
+
 def resolve_data_config(model: nn.Module) -> dict[str, Any]:
     """The model's own preprocessing (input size, crop, interpolation, mean/std), JSON-able."""
     data_cfg = timm.data.resolve_data_config(model=model)
@@ -146,6 +184,12 @@ def detect_transformer(model: nn.Module) -> bool:
         if is_attention and any(isinstance(child, nn.Linear) for child in module.children()):
             return True
     return False
+
+
+def _summarize_load_error(error: RuntimeError) -> str:
+    # torch lists every missing and unexpected key; the first of each kind says enough.
+    lines = [line.strip() for line in str(error).splitlines()[1:] if line.strip()]
+    return "; ".join(line[:160] + ("..." if len(line) > 160 else "") for line in lines[:2])
 
 
 def _check_known_model(model_id: str) -> None:
@@ -199,20 +243,31 @@ def _resolve_local_dir(model_name: str, folder: str, slug: str, random_weights: 
 def _download_hub_file(model_name: str, repo_id: str, filenames: tuple[str, ...] | None) -> Path:
     # Imported here: huggingface_hub reads HF_HUB_OFFLINE and HF_HUB_CACHE when first imported.
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RemoteEntryNotFoundError,
+    )
 
     repo, _, revision = repo_id.partition("@")
     last_error: Exception | None = None
+    unreachable = False
     for filename in filenames or _WEIGHT_FILES:
         try:
             return Path(hf_hub_download(repo, filename, revision=revision or None))
-        except EntryNotFoundError as error:
+        except RemoteEntryNotFoundError as error:
             last_error = error  # the repo lacks this file; timm's next choice may exist
-        except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as error:
-            raise InputError(
-                f"pretrained weights for {model_name!r} (hub repo {repo}) are not reachable: "
-                f"{_WEIGHTS_HELP}"
-            ) from error
+        except LocalEntryNotFoundError as error:
+            # Offline or no network, and not cached; the next file may be in the cache.
+            last_error, unreachable = error, True
+        except (HfHubHTTPError, OSError) as error:
+            last_error, unreachable = error, True
+            break
+    if unreachable:
+        raise InputError(
+            f"pretrained weights for {model_name!r} (hub repo {repo}) are not reachable: "
+            f"{_WEIGHTS_HELP}"
+        ) from last_error
     raise InputError(
         f"hub repo {repo} has none of {filenames or _WEIGHT_FILES} for {model_name!r}: "
         f"{_WEIGHTS_HELP}"

@@ -12,7 +12,13 @@ import openvino as ov
 from qaccelx.export import canonicalize_names
 from qaccelx.recipes import NNCF_DEFAULTS, Recipe
 
-__all__ = ["QuantizeSettings", "optimized_variant", "quantize_ir"]
+__all__ = [
+    "QuantizeSettings",
+    "describe_accuracy_target",
+    "judge_accuracy_target",
+    "optimized_variant",
+    "quantize_ir",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +52,8 @@ def quantize_ir(
     images are never seen while the model is being made.
 
     Returns:
-        What NNCF was asked to do, for the manifest and the report.
+        What NNCF was asked to do, for the manifest and the report; with accuracy control,
+        also the top-1 drop reached on its validation images (``validation``).
     """
     model = ov.Core().read_model(fp32_xml)
     samples = [
@@ -99,7 +106,57 @@ def quantize_ir(
     }
     if not settings.weight_only:
         meta["recipe"] = dataclasses.asdict(settings.recipe)
+    if settings.accuracy_control:
+        meta["validation"] = _measure_validation_drop(model, quantized, samples)
     return meta
+
+
+def judge_accuracy_target(
+    baseline_top1: float,
+    optimized_top1: float,
+    max_accuracy_drop: float,
+    validation: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Whether the optimized row kept its top-1 within the allowed drop on the evaluation set.
+
+    Accuracy control can only steer by its validation images (the calibration set); what the
+    user asked for is judged on the held-out evaluation images that the report shows.
+
+    Args:
+        baseline_top1: Baseline top-1 on the evaluation images, percent.
+        optimized_top1: Optimized top-1 on the same images, percent.
+        max_accuracy_drop: The allowed absolute drop, a fraction (0.01 is one point).
+        validation: The drop accuracy control reached on its own images, if it ran.
+
+    Returns:
+        ``max_drop_points``, ``drop_points``, ``met`` and, with accuracy control,
+        ``validation``.
+    """
+    drop_points = round(baseline_top1 - optimized_top1, 2)
+    max_drop_points = round(max_accuracy_drop * 100, 2)
+    target = {"max_drop_points": max_drop_points, "drop_points": drop_points}
+    target["met"] = drop_points <= max_drop_points
+    if validation is not None:
+        target["validation"] = validation
+    return target
+
+
+def describe_accuracy_target(target: dict[str, Any]) -> str:
+    """One line on the accuracy target: met, or missed and by how much."""
+    verdict = "met" if target["met"] else "MISSED"
+    line = (
+        f"accuracy target {verdict}: top-1 drop {target['drop_points']:.2f} points on the "
+        f"evaluation images, {target['max_drop_points']:.2f} allowed (--max_accuracy_drop)"
+    )
+    validation = target.get("validation")
+    if validation:
+        line += (
+            f"; accuracy control reached {validation['drop_points']:.2f} points on its "
+            f"{validation['images']} calibration images"
+        )
+    if not target["met"]:
+        line += "; the optimized model is the best one found (more calibration images help)"
+    return line
 
 
 def _recipe_arguments(recipe: Recipe, advanced_keyword: str) -> dict[str, Any]:
@@ -125,6 +182,24 @@ def _recipe_arguments(recipe: Recipe, advanced_keyword: str) -> dict[str, Any]:
 def _take_image(sample: tuple[np.ndarray, int]) -> np.ndarray:
     # NNCF only needs model inputs to collect statistics; the label stays behind.
     return sample[0]
+
+
+def _measure_validation_drop(
+    fp32_model: ov.Model,
+    int8_model: ov.Model,
+    samples: list[tuple[np.ndarray, int]],
+) -> dict[str, Any]:
+    # NNCF does not return the drop it reached; measure it on its own validation images,
+    # compiled as NNCF compiles them.
+    core = ov.Core()
+    fp32_top1 = _validate_top1(core.compile_model(fp32_model, "CPU"), samples)
+    int8_top1 = _validate_top1(core.compile_model(int8_model, "CPU"), samples)
+    return {
+        "images": len(samples),
+        "fp32_top1": round(fp32_top1 * 100, 2),
+        "int8_top1": round(int8_top1 * 100, 2),
+        "drop_points": round((fp32_top1 - int8_top1) * 100, 2),
+    }
 
 
 def _validate_top1(compiled: ov.CompiledModel, samples: Any) -> float:

@@ -200,6 +200,7 @@ class ArtifactStore:
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "compute_seconds": round(time.perf_counter() - start, 3),
             }
+            manifest["seal"] = _seal(manifest)
             _write_json_synced(tmp_dir / _MANIFEST, manifest)
 
             # A damaged entry under the same key goes first; the rename is the commit point.
@@ -222,7 +223,12 @@ class ArtifactStore:
                 "Store entry %s has an unreadable manifest (%s): recomputing", entry_dir, error
             )
             return None
-        if damaged or manifest.get("key") != key or manifest.get("digest") != joblib.hash(files):
+        intact = (
+            manifest.get("key") == key
+            and manifest.get("digest") == joblib.hash(files)
+            and manifest.get("seal") == _seal(manifest)  # nothing in it edited since
+        )
+        if damaged or not intact:
             logger.warning(
                 "Store entry %s is damaged (%s): recomputing", entry_dir, damaged or "manifest"
             )
@@ -290,6 +296,14 @@ def _stored_entry(stage: str, entry_dir: Path, manifest: dict[str, Any]) -> Stor
 
 def _tree_size(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def _seal(manifest: dict[str, Any]) -> str:
+    # A hash of everything a hit trusts, meta included: a hand-edited result is recomputed.
+    # Hashed as the JSON it is stored as, so the value read back hashes the same.
+    trusted = {name: manifest.get(name) for name in ("key", "inputs", "files", "digest", "meta")}
+    stored = json.loads(json.dumps(trusted, default=str))
+    return hashlib.sha256(json.dumps(stored, sort_keys=True).encode()).hexdigest()
 
 
 def _write_json_synced(path: Path, data: dict[str, Any]) -> None:

@@ -2,9 +2,13 @@
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
+
+# The repository root, where the command line lives.
+REPO = Path(__file__).resolve().parents[1]
 
 # The shared data lives beside the repository; CI lays it out the same way.
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -58,3 +62,20 @@ def tiny_run_args(dataset: Path, cache_dir: Path, tmp_path: Path, **overrides) -
     }
     args.update(overrides)
     return args
+
+
+def cli_command(args: dict) -> list[str]:
+    """The command line for these flow parameters, as a user would type it."""
+    argv = [f"--{name}={value}" for name, value in args.items()]
+    return [sys.executable, str(REPO / "cpu_model_acceleration.py"), *argv]
+
+
+def cli_env(**overrides: str) -> dict[str, str]:
+    """The environment for a command line in a child process.
+
+    The child reports to this session's Prefect server instead of starting its own, which
+    saves seconds per run.
+    """
+    from prefect.settings import PREFECT_API_URL
+
+    return {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), **overrides}
