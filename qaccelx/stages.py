@@ -206,7 +206,8 @@ def _quantize_key_settings(settings: QuantizeSettings) -> dict[str, Any]:
     if settings.weight_only:
         return {"weight_only": True}
     key_settings = {"weight_only": False, "transformer": settings.transformer}
-    key_settings["recipe"] = dataclasses.asdict(settings.recipe)
+    # The recipe's settings, not its name: two names for the same settings share one entry.
+    key_settings["recipe"] = dataclasses.asdict(dataclasses.replace(settings.recipe, name=""))
     key_settings["accuracy_control"] = settings.accuracy_control
     if settings.accuracy_control:
         key_settings["max_accuracy_drop"] = settings.max_accuracy_drop
