@@ -137,8 +137,9 @@ def start_temporary_prefect_server() -> None:
     command = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1"]
     command += ["--port", str(port), "--no-ui", "--no-services", "--analytics-off"]
 
-    # Its log goes to a file: a pipe nobody reads would stall the server once full.
-    server_log = tempfile.TemporaryFile()
+    # Its log goes to a file, which _stop_server closes at exit: a pipe nobody reads would
+    # stall the server once full.
+    server_log = tempfile.TemporaryFile()  # noqa: SIM115
     server = subprocess.Popen(command, stdout=server_log, stderr=server_log, start_new_session=True)
     atexit.register(_stop_server, server, server_log)
     _wait_for_server(server, port, server_log)

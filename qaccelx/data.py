@@ -176,7 +176,9 @@ def save_calibration_set(
             "skipped files logged above): replace them with readable images"
         )
 
-    np.savez(out_dir / CALIBRATION_FILE, images=np.concatenate(images), labels=np.concatenate(labels))
+    np.savez(
+        out_dir / CALIBRATION_FILE, images=np.concatenate(images), labels=np.concatenate(labels)
+    )
     return {"images": int(sum(len(b) for b in labels)), "skipped": skipped}
 
 
@@ -289,7 +291,11 @@ def _index_split(root: Path, split_dir: Path) -> tuple[ImageRecord, ...]:
             if entry.suffix.lower() in IMAGE_EXTENSIONS and entry.is_file():
                 stat = entry.stat()
                 relative = str(entry.relative_to(root))
-                records.append(ImageRecord(relative, class_index[class_dir.name], stat.st_size, stat.st_mtime_ns))
+                records.append(
+                    ImageRecord(
+                        relative, class_index[class_dir.name], stat.st_size, stat.st_mtime_ns
+                    )
+                )
     return tuple(records)
 
 

@@ -208,7 +208,9 @@ def _resolve_registry_weights(model_name: str, slug: str) -> ModelSpec:
     if pretrained_cfg.hf_hub_id:
         files = (pretrained_cfg.hf_hub_filename,) if pretrained_cfg.hf_hub_filename else None
         path = _download_hub_file(model_name, pretrained_cfg.hf_hub_id, files)
-        return ModelSpec(model_name, slug, "hub", pretrained_cfg.hf_hub_id, str(path), digest_file(path))
+        return ModelSpec(
+            model_name, slug, "hub", pretrained_cfg.hf_hub_id, str(path), digest_file(path)
+        )
     if pretrained_cfg.url:
         path = _download_url(model_name, pretrained_cfg.url)
         return ModelSpec(model_name, slug, "url", pretrained_cfg.url, str(path), digest_file(path))
@@ -230,7 +232,9 @@ def _resolve_local_dir(model_name: str, folder: str, slug: str, random_weights: 
             "(config.json plus model.safetensors), as timm's push_to_hf_hub/save writes it"
         )
     if random_weights:
-        return ModelSpec(model_name, slug, "random", str(path), None, f"random-seed{_RANDOM_WEIGHTS_SEED}")
+        return ModelSpec(
+            model_name, slug, "random", str(path), None, f"random-seed{_RANDOM_WEIGHTS_SEED}"
+        )
     weights = [path / name for name in _WEIGHT_FILES if (path / name).is_file()]
     if not weights:
         raise InputError(

@@ -50,6 +50,7 @@ def plan_run(cfg: RunConfig) -> RunPlan:
     cfg = validate_run_config(cfg)
     cache_dir = resolve_cache_dir(cfg.cache_dir)
     _check_writable(cache_dir, "--cache_dir (or QACCELX_CACHE_DIR)")
+    _check_writable(Path(cfg.output_dir).expanduser().resolve(), "--output_dir")
     if cfg.results_json:
         _check_results_json(Path(cfg.results_json).expanduser().resolve())
 

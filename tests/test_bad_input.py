@@ -14,15 +14,15 @@ import openvino as ov
 import pytest
 import timm
 import torch
+from conftest import IMAGENET_SAMPLE, MOBILENET_DIR, cli_command, cli_env, tiny_run_args
 from PIL import Image
 
-from conftest import IMAGENET_SAMPLE, MOBILENET_DIR, cli_command, cli_env, tiny_run_args
 from flows.accelerate import accelerate
 from qaccelx.cli import parse_run_config
 from qaccelx.config import RunConfig
 from qaccelx.data import index_dataset, iterate_batches, load_calibration_set, save_calibration_set
-from qaccelx.evaluate import evaluate_ir
 from qaccelx.errors import InputError
+from qaccelx.evaluate import evaluate_ir
 from qaccelx.export import FP32_XML
 from qaccelx.models import resolve_model_spec
 from qaccelx.plan import plan_run
@@ -52,7 +52,7 @@ def test_offline_cold_cache_says_how_to_get_weights(small_dataset, tmp_path):
     args = tiny_run_args(small_dataset, tmp_path / "store", tmp_path)
     args.update(model_name="tf_efficientnet_lite0", random_weights=False)
     env = cli_env(HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path / "empty-hub"))
-    run = subprocess.run(cli_command(args), env=env, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(cli_command(args), env=env, capture_output=True, text=True, timeout=300, check=False)
 
     assert run.returncode == 1
     error = _last_line(run.stderr)
@@ -122,7 +122,9 @@ def test_user_error_inside_a_stage_is_one_line_without_traceback(small_dataset, 
     args = tiny_run_args(small_dataset, tmp_path / "store", tmp_path)
     args.update(model_name=f"local-dir:{folder}", random_weights=False)
 
-    run = subprocess.run(cli_command(args), env=cli_env(), capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        cli_command(args), env=cli_env(), capture_output=True, text=True, timeout=300, check=False
+    )
 
     assert run.returncode == 1
     assert _last_line(run.stderr).startswith(f"error: the weights '{folder}' do not fit ")
@@ -232,10 +234,15 @@ def test_odd_images_are_converted_or_skipped_and_named(odd_dataset, cache_dir, t
         assert row["skipped_images"] == 3
     for split in ("train", "val"):
         logged = f"Skipped 3 unreadable image(s) of {odd_dataset.count(split)} under"
-        assert any(logged in text and odd_dataset.unreadable(split)[0] in text for text in caplog.messages)
+        assert any(
+            logged in text and odd_dataset.unreadable(split)[0] in text for text in caplog.messages
+        )
 
     # Fewer train images than --calibration_size: all of them are used, and the log says so.
-    assert f"Only {odd_dataset.count('train')} images for calibration (asked for 20)" in caplog.messages
+    assert (
+        f"Only {odd_dataset.count('train')} images for calibration (asked for 20)"
+        in caplog.messages
+    )
 
     # Only some of the 1000 classes: the run goes on over those, and says so.
     assert results["evaluation_classes"] == 31
@@ -299,7 +306,9 @@ def test_bad_flag_is_rejected_with_the_valid_values(capsys, argv, expected):
         ({"max_accuracy_drop": 2.0}, "--max_accuracy_drop 2.0 must lie between 0 and 1"),
     ],
 )
-def test_bad_flow_parameter_is_rejected_before_any_work(small_dataset, tmp_path, parameters, expected):
+def test_bad_flow_parameter_is_rejected_before_any_work(
+    small_dataset, tmp_path, parameters, expected
+):
     # A deployment passes parameters to the flow without the command line's parser.
     assert expected in _plan_error(small_dataset, tmp_path, **parameters)
 
@@ -381,7 +390,9 @@ def _write_checkpoint(tmp_path: Path, kind: str) -> Path:
     if kind == "not-a-checkpoint":
         path.write_text("these are not weights\n")
     elif kind == "test_resnet-10-classes":
-        torch.save({"state_dict": timm.create_model("test_resnet", num_classes=10).state_dict()}, path)
+        torch.save(
+            {"state_dict": timm.create_model("test_resnet", num_classes=10).state_dict()}, path
+        )
     else:
         torch.save(timm.create_model(kind).state_dict(), path)
     return path

@@ -18,14 +18,14 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+from conftest import IMAGENET_SAMPLE, REPO, cli_command, cli_env, tiny_run_args
+from stage_counting import count_stage_calls
 from timm.data import ImageNetInfo
 
 import qaccelx.stages
-from conftest import IMAGENET_SAMPLE, REPO, cli_command, cli_env, tiny_run_args
 from flows.accelerate import accelerate
 from qaccelx.data import index_dataset, iterate_batches
 from qaccelx.models import resolve_data_config
-from stage_counting import count_stage_calls
 
 # The shared images by class folder, in wnid order (one image per class).
 SHARED_CLASSES = sorted((IMAGENET_SAMPLE / "val").iterdir())
@@ -55,7 +55,9 @@ def test_killed_runs_resume_from_the_stages_they_finished(small_dataset, tmp_pat
     # The last one finishes, and computes only the evaluation that was cut short and what
     # came after it.
     computed = []
-    count_stage_calls(lambda name, fn: monkeypatch.setattr(qaccelx.stages, name, fn), computed.append)
+    count_stage_calls(
+        lambda name, fn: monkeypatch.setattr(qaccelx.stages, name, fn), computed.append
+    )
     results = accelerate(**tiny_run_args(small_dataset, store, tmp_path / "run4"))
     assert killed_row in computed
     assert not {"export", "calibration", "quantize"} & set(computed)
@@ -115,7 +117,9 @@ def test_unwritable_folder_is_rejected_at_the_start(small_dataset, tmp_path, fla
 
     assert state.is_failed()
     assert state.message.startswith(f"{named} '{unwritable}")
-    assert state.message.endswith("is not writable (Not a directory): choose a folder you can write to")
+    assert state.message.endswith(
+        "is not writable (Not a directory): choose a folder you can write to"
+    )
     assert not list((tmp_path / "store").glob("*/*"))
 
 
@@ -185,6 +189,7 @@ def test_missed_accuracy_target_reports_the_best_model_and_its_drop(fragile_mode
         capture_output=True,
         text=True,
         timeout=600,
+        check=False,
     )
     assert strict.returncode == 3, strict.stderr[-3000:]
     assert "accuracy target MISSED: top-1 drop" in strict.stdout
@@ -264,7 +269,10 @@ def fragile_model(tmp_path_factory: pytest.TempPathFactory) -> FragileModel:
 
     wnids = ImageNetInfo().label_names()
     dataset = folder / "imagenet"
-    for split, classes, shift in (("val", SHARED_CLASSES[100:130], 0), ("train", SHARED_CLASSES[130:140], 1)):
+    for split, classes, shift in (
+        ("val", SHARED_CLASSES[100:130], 0),
+        ("train", SHARED_CLASSES[130:140], 1),
+    ):
         for image, predicted in _predict(model, classes, folder / f"unlabelled-{split}"):
             target = dataset / split / wnids[(predicted + shift) % len(wnids)]
             target.mkdir(parents=True, exist_ok=True)
@@ -296,6 +304,7 @@ def mounted_tmpfs():
             ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
             capture_output=True,
             text=True,
+            check=False,
         )
         if done.returncode != 0:
             pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()})")
