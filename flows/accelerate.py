@@ -38,6 +38,7 @@ from tasks import (
     throughput_task,
 )
 from tasks._entry import run_stage
+from tasks.parity import parity_task
 
 __all__ = ["accelerate", "run_plan"]
 
@@ -107,6 +108,7 @@ def run_plan(plan: RunPlan, force_benchmark: bool = False) -> dict[str, Any]:
     logger.info("1/6 export: %s to OpenVINO IR", cfg.model_name)
     export = run_stage(export_task, spec, cache, force="export" in force)
     data_cfg = export.meta["data_config"]
+    parity = parity_task(spec, export, plan.index, plan.evaluation) if cfg.debug else None
 
     logger.info("2/6 calibration set: %d images, preprocessed as %s", len(plan.calibration), data_cfg)
     calibration = run_stage(
@@ -143,6 +145,8 @@ def run_plan(plan: RunPlan, force_benchmark: bool = False) -> dict[str, Any]:
         for kind, entry in pair.items()
     ]
     results = _assemble(plan, settings, rows, evaluations, benchmarks, stages, start)
+    if parity is not None:
+        results["export_parity"] = parity
     _publish(plan, results, variant_xml(quantized, results["optimized"]))
     return results
 
