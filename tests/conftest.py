@@ -22,6 +22,11 @@ os.environ.setdefault("HF_HUB_CACHE", str(HF_HUB_CACHE))
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "qaccelx,nncf")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
+# Tests talk to nothing but loopback: OpenVINO's converter and NNCF send usage telemetry to the
+# internet unless they see a CI run; these are their documented switches.
+os.environ.setdefault("CI", "true")
+os.environ.setdefault("NNCF_CI", "1")
+
 
 @pytest.fixture(scope="session", autouse=True)
 def prefect_engine():
