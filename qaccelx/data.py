@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from PIL import Image
 from timm.data import ImageNetInfo, create_transform
-from tqdm import tqdm
 
 from qaccelx.errors import InputError
+from qaccelx.progress import StageProgress
 
 __all__ = [
     "CALIBRATION_FILE",
@@ -165,7 +165,7 @@ def save_calibration_set(
     """
     images, labels, skipped = [], [], []
     batches = iterate_batches(root, records, data_cfg, 32, skipped)
-    with tqdm(total=len(records), desc="calibration set", unit="img", disable=None) as progress:
+    with StageProgress(len(records), "calibration set") as progress:
         for batch_images, batch_labels in batches:
             images.append(batch_images)
             labels.append(batch_labels)

@@ -6,10 +6,10 @@ from typing import Any
 
 import numpy as np
 import openvino as ov
-from tqdm import tqdm
 
 from qaccelx.data import ImageRecord, iterate_batches
 from qaccelx.errors import InputError
+from qaccelx.progress import StageProgress
 from qaccelx.runtime import compile_variant, executed_precision
 
 __all__ = ["PREDICTIONS_FILE", "evaluate_ir"]
@@ -47,7 +47,7 @@ def evaluate_ir(
 
     top5_batches, labels, skipped = [], [], []
     batches = iterate_batches(root, records, data_cfg, batch_size, skipped)
-    with tqdm(total=len(records), desc=f"evaluate {variant}", unit="img", disable=None) as progress:
+    with StageProgress(len(records), f"evaluate {variant}") as progress:
         for images, batch_labels in batches:
             request.infer(images)
             top5_batches.append(_top5(request))
