@@ -110,7 +110,9 @@ def run_plan(plan: RunPlan, force_benchmark: bool = False) -> dict[str, Any]:
     data_cfg = export.meta["data_config"]
     parity = parity_task(spec, export, plan.index, plan.evaluation) if cfg.debug else None
 
-    logger.info("2/6 calibration set: %d images, preprocessed as %s", len(plan.calibration), data_cfg)
+    logger.info(
+        "2/6 calibration set: %d images, preprocessed as %s", len(plan.calibration), data_cfg
+    )
     calibration = run_stage(
         calibration_task, plan.index, plan.calibration, data_cfg, cfg.seed, cache, slug,
         force="calibration" in force,
@@ -302,7 +304,8 @@ def _publish(plan: RunPlan, results: dict[str, Any], optimized_xml: Path) -> Non
 
 def _copy_ir(xml_path: Path, target_xml: Path) -> None:
     # Copy under temporary names, then rename: a reader never finds half a model.
-    for source, target in ((xml_path, target_xml), (xml_path.with_suffix(".bin"), target_xml.with_suffix(".bin"))):
+    pairs = [(xml_path, target_xml), (xml_path.with_suffix(".bin"), target_xml.with_suffix(".bin"))]
+    for source, target in pairs:
         partial = target.with_name(f".{target.name}.partial")
         try:
             shutil.copyfile(source, partial)

@@ -11,7 +11,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from qaccelx.config import (
     BASELINE_PRECISIONS,
@@ -42,7 +42,7 @@ _SERVER_STOP_SECONDS = 10
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; names, types and defaults of the seed's flags are kept."""
-    parser = argparse.ArgumentParser(
+    parser = _OneLineErrorParser(
         prog="cpu_model_acceleration.py",
         description=(
             "Export a timm image classifier to OpenVINO, quantize it with NNCF, and measure "
@@ -198,6 +198,12 @@ def describe_interruption(cfg: RunConfig, since: float) -> str:
         f"{'is' if len(finished) == 1 else 'are'} kept in {root}; the stage that was running "
         "left nothing behind; run the same command again to continue from there"
     )
+
+
+class _OneLineErrorParser(argparse.ArgumentParser):
+    # A mistyped flag deserves its one line, not the twenty-line usage block before it.
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def _argument_type(convert: Callable[[str], Any]) -> Callable[[str], Any]:

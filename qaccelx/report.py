@@ -152,6 +152,11 @@ def write_results_json(results: dict[str, Any], path: Path) -> None:
         with os.fdopen(fd, "w") as stream:
             json.dump(results, stream, indent=2)
             stream.write("\n")
+
+        # mkstemp makes the file private; results are as readable as the model beside them.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -257,7 +262,8 @@ def _noise_notes(results: dict[str, Any]) -> list[str]:
     return [
         f"Noisy: timings of {', '.join(noisy)} spread by more than {NOISY_SPREAD:.0%} "
         "(interquartile range over median); other work was competing for the CPU. Their "
-        "figures are rounded and marked ~; re-run on a quiet machine for precise ones."
+        "figures are rounded and marked ~; for precise ones, re-run on a quiet machine with "
+        "--recompute benchmark (a plain re-run reuses these timings from the store)."
     ]
 
 

@@ -52,7 +52,9 @@ def export_stage(store: ArtifactStore, spec: ModelSpec, force: bool = False) -> 
     }
 
     def compute(out_dir: Path) -> dict[str, Any]:
-        logger.info("Building %s (%s weights) and converting it to OpenVINO", spec.name, spec.weights)
+        logger.info(
+            "Building %s (%s weights) and converting it to OpenVINO", spec.name, spec.weights
+        )
         model = create_model(spec)
         data_cfg = resolve_data_config(model)
         export_ir(model, data_cfg["input_size"], out_dir)
