@@ -101,7 +101,7 @@ def resolve_model_spec(
     return _resolve_registry_weights(model_name, slug)
 
 
-def create_model(spec: ModelSpec, checkpoint_strict: bool = True) -> nn.Module:
+def create_model(spec: ModelSpec) -> nn.Module:
     """Build the torch model of a spec with its weights, in eval mode.
 
     Raises:
