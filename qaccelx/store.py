@@ -106,8 +106,7 @@ class ArtifactStore:
             The entry, with ``status`` saying whether it was computed now.
 
         Raises:
-            RuntimeError: the entry just written fails its own digest check (the disk or
-                another process altered it).
+            RuntimeError: the entry just written cannot be read back.
         """
         start = time.perf_counter()
         key = hash_inputs(stage, inputs)
@@ -120,7 +119,7 @@ class ArtifactStore:
             with self._lock(stage, key):
                 entry = None if force else self._load_sound(stage, key, entry_dir)
                 if entry is None:
-                    entry = self._compute_sound(stage, key, inputs, compute, entry_dir)
+                    entry = self._compute(stage, key, inputs, compute, entry_dir)
         return dataclasses.replace(entry, seconds=time.perf_counter() - start)
 
     def entries(self) -> Iterator[StoredEntry]:
@@ -158,20 +157,6 @@ class ArtifactStore:
                     busy.append(entry_dir)
         return freed, busy
 
-    def _compute_sound(
-        self,
-        stage: str,
-        key: str,
-        inputs: dict[str, Any],
-        compute: Callable[[Path], dict[str, Any]],
-        entry_dir: Path,
-    ) -> Entry:
-        self._compute(stage, key, inputs, compute, entry_dir)
-        entry = self._load_sound(stage, key, entry_dir)
-        if entry is None:
-            raise RuntimeError(f"store entry {entry_dir} failed its check right after writing")
-        return dataclasses.replace(entry, status="computed")
-
     def _compute(
         self,
         stage: str,
@@ -179,7 +164,7 @@ class ArtifactStore:
         inputs: dict[str, Any],
         compute: Callable[[Path], dict[str, Any]],
         entry_dir: Path,
-    ) -> None:
+    ) -> Entry:
         tmp_dir = entry_dir.parent / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
         tmp_dir.mkdir(parents=True)
         try:
@@ -209,6 +194,13 @@ class ArtifactStore:
             os.rename(tmp_dir, entry_dir)
         finally:
             shutil.rmtree(tmp_dir, ignore_errors=True)
+
+        # The files were digested a moment ago; read back only the manifest, so the entry's
+        # meta is the JSON a later hit will see.
+        written = _read_manifest(entry_dir)
+        if written is None:
+            raise RuntimeError(f"store entry {entry_dir} is unreadable right after writing")
+        return Entry(stage, key, entry_dir, written["digest"], written["meta"], "computed", 0.0)
 
     def _load_sound(self, stage: str, key: str, entry_dir: Path) -> Entry | None:
         manifest_path = entry_dir / _MANIFEST
